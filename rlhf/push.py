@@ -1,0 +1,141 @@
+"""Publish a stage's run directory to the Hugging Face Hub.
+
+    rlhf push RUN_DIR --repo-id USER/NAME [--private] [--merged] [--dry-run]
+
+Uploads the LoRA adapter (or, with ``--merged``, the merged full model from ``RUN_DIR/merged``), the
+tokenizer, the plots and a model card whose metadata carries the base model, datasets, library, tags,
+the stage's metrics and its training config. ``--dry-run`` writes exactly the folder that would be
+uploaded and prints where, without touching the network.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from rlhf.runs import read_metrics, write_model_card
+
+# Files a stage leaves that are working state, not part of a published model.
+_SKIP = {"metrics.json.tmp", "trainer_state.json", "training_args.bin", "optimizer.pt", "scheduler.pt", "rng_state.pth"}
+_SKIP_DIRS = {"merged", "runs", "logs", "tensorboard"}
+
+
+class PushError(Exception):
+    """The run directory cannot be published as asked."""
+
+
+def _is_model_dir(path: Path) -> bool:
+    return (path / "config.json").is_file() or (path / "adapter_config.json").is_file()
+
+
+def _base_model(model_dir: Path, config: dict) -> str | None:
+    adapter = model_dir / "adapter_config.json"
+    if adapter.is_file():
+        return json.loads(adapter.read_text()).get("base_model_name_or_path")
+    return config.get("model_name_or_path")
+
+
+def _hub_id_or_none(name: str | None) -> str | None:
+    """Hub metadata wants a repo id; a local path (a previous stage's run) is not one."""
+    if not name or Path(name).exists() or name.startswith((".", "/")) or name.count("/") != 1:
+        return None
+    return name
+
+
+def build_upload_folder(run_dir: str | Path, folder: str | Path, merged: bool = False, base_model: str | None = None):
+    """Copy what should be published from ``run_dir`` into ``folder`` and write its model card.
+
+    Returns the folder's path. Raises PushError when ``run_dir`` holds no model (or no merged model with
+    ``merged=True``).
+    """
+    run_dir, folder = Path(run_dir), Path(folder)
+    if not run_dir.is_dir():
+        raise PushError(f"{run_dir}: no such run directory")
+    model_dir = run_dir / "merged" if merged else run_dir
+    if merged and not _is_model_dir(model_dir):
+        raise PushError(f"{run_dir}: --merged asked for {model_dir}, which holds no merged model")
+    if not _is_model_dir(model_dir):
+        raise PushError(f"{run_dir}: holds neither config.json nor adapter_config.json; is it a finished stage run?")
+    if folder.exists() and any(folder.iterdir()):
+        raise PushError(f"{folder}: already exists and is not empty; choose another --output_dir")
+    folder.mkdir(parents=True, exist_ok=True)
+
+    for item in sorted(model_dir.iterdir()):
+        if item.is_file() and item.name not in _SKIP and item.name != "README.md":
+            shutil.copy2(item, folder / item.name)
+    if merged:  # plots and config live in the run dir, not in merged/
+        for item in sorted(run_dir.glob("*.png")):
+            shutil.copy2(item, folder / item.name)
+    config_path = run_dir / "config.yaml"
+    config = yaml.safe_load(config_path.read_text()) if config_path.is_file() else {}
+    if config_path.is_file():
+        shutil.copy2(config_path, folder / "config.yaml")
+    metrics = read_metrics(run_dir)
+    if metrics:
+        (folder / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+
+    stage = config.get("stage") or _guess_stage(run_dir)
+    base = base_model or _base_model(model_dir, config)
+    datasets = [d for d in [config.get("dataset_name")] if d and d != "builtin" and not Path(d).exists()]
+    kind = "merged model" if merged or not (model_dir / "adapter_config.json").is_file() else "LoRA adapter"
+    write_model_card(
+        folder,
+        stage=stage,
+        description=f"A {kind} from the `{stage}` stage of the rlhf recipe.",
+        base_model=_hub_id_or_none(base) or base,
+        datasets=datasets,
+        metrics=metrics,
+        config=config,
+        library_name="peft" if kind == "LoRA adapter" else "transformers",
+    )
+    return folder
+
+
+def _guess_stage(run_dir: Path) -> str:
+    known = ("pretrain", "sft", "reward", "ppo", "rloo", "grpo", "moderation")
+    return next((s for s in known if s in run_dir.name), run_dir.name)
+
+
+def push(run_dir, repo_id, private=False, merged=False, dry_run=False, output_dir=None, base_model=None) -> str:
+    """Publish ``run_dir`` to ``repo_id`` (or, with ``dry_run``, only write the folder). Returns a path or URL."""
+    if dry_run:
+        folder = Path(output_dir) if output_dir else Path(run_dir) / "hub_upload"
+        build_upload_folder(run_dir, folder, merged=merged, base_model=base_model)
+        return str(folder)
+    from huggingface_hub import HfApi
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = build_upload_folder(run_dir, Path(tmp) / "upload", merged=merged, base_model=base_model)
+        api = HfApi()
+        url = api.create_repo(repo_id, private=private, exist_ok=True)
+        api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=f"Upload {Path(run_dir).name}")
+    return str(url)
+
+
+def cli(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="rlhf push", description=__doc__.split("\n\n")[0])
+    parser.add_argument("run_dir", help="A finished stage's output directory.")
+    parser.add_argument("--repo-id", "--repo_id", dest="repo_id", required=True, help="USER/NAME on the Hub.")
+    parser.add_argument("--private", action="store_true", help="Create the repository as private.")
+    parser.add_argument("--merged", action="store_true", help="Upload RUN_DIR/merged instead of the adapter.")
+    parser.add_argument("--dry-run", "--dry_run", dest="dry_run", action="store_true", help="Only write the folder.")
+    parser.add_argument("--output-dir", "--output_dir", dest="output_dir", help="Where --dry-run writes the folder.")
+    parser.add_argument("--base-model", "--base_model", dest="base_model", help="Hub id to record as base_model.")
+    args = parser.parse_args(argv)
+    try:
+        where = push(args.run_dir, args.repo_id, args.private, args.merged, args.dry_run, args.output_dir, args.base_model)
+    except PushError as err:
+        print(f"rlhf push: error: {err}", file=sys.stderr)
+        return 2
+    print(f"{'Wrote the upload folder to' if args.dry_run else 'Pushed to'} {where}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli())
