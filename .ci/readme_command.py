@@ -17,7 +17,9 @@ def readme_command(name: str, text: str | None = None) -> str:
     if not lines[start].startswith("```"):
         raise ValueError(f"README.md: the line after {marker} must open a code block")
     end = next(i for i in range(start + 1, len(lines)) if lines[i].startswith("```"))
-    return "\n".join(line for line in lines[start + 1 : end] if line.strip() and not line.lstrip().startswith("#"))
+    return "\n".join(
+        line for line in lines[start + 1 : end] if line.strip() and not line.lstrip().startswith("#")
+    )
 
 
 if __name__ == "__main__":

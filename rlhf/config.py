@@ -77,7 +77,9 @@ def _convert(action: argparse.Action, key: str, value: Any, source: str) -> Any:
             converted.append(item)
             continue
         try:
-            item = action.type(item if not isinstance(item, bool) or action.type is not str else str(item).lower())
+            item = action.type(
+                item if not isinstance(item, bool) or action.type is not str else str(item).lower()
+            )
         except (TypeError, ValueError, argparse.ArgumentTypeError):
             expected = getattr(action.type, "__name__", str(action.type))
             if action.choices:

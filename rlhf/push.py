@@ -22,7 +22,14 @@ import yaml
 from rlhf.runs import read_metrics, write_model_card
 
 # Files a stage leaves that are working state, not part of a published model.
-_SKIP = {"metrics.json.tmp", "trainer_state.json", "training_args.bin", "optimizer.pt", "scheduler.pt", "rng_state.pth"}
+_SKIP = {
+    "metrics.json.tmp",
+    "trainer_state.json",
+    "training_args.bin",
+    "optimizer.pt",
+    "scheduler.pt",
+    "rng_state.pth",
+}
 _SKIP_DIRS = {"merged", "runs", "logs", "tensorboard"}
 
 
@@ -48,7 +55,9 @@ def _hub_id_or_none(name: str | None) -> str | None:
     return name
 
 
-def build_upload_folder(run_dir: str | Path, folder: str | Path, merged: bool = False, base_model: str | None = None):
+def build_upload_folder(
+    run_dir: str | Path, folder: str | Path, merged: bool = False, base_model: str | None = None
+):
     """Copy what should be published from ``run_dir`` into ``folder`` and write its model card.
 
     Returns the folder's path. Raises PushError when ``run_dir`` holds no model (or no merged model with
@@ -61,7 +70,9 @@ def build_upload_folder(run_dir: str | Path, folder: str | Path, merged: bool = 
     if merged and not _is_model_dir(model_dir):
         raise PushError(f"{run_dir}: --merged asked for {model_dir}, which holds no merged model")
     if not _is_model_dir(model_dir):
-        raise PushError(f"{run_dir}: holds neither config.json nor adapter_config.json; is it a finished stage run?")
+        raise PushError(
+            f"{run_dir}: holds neither config.json nor adapter_config.json; is it a finished stage run?"
+        )
     if folder.exists() and any(folder.iterdir()):
         raise PushError(f"{folder}: already exists and is not empty; choose another --output_dir")
     folder.mkdir(parents=True, exist_ok=True)
@@ -102,7 +113,9 @@ def _guess_stage(run_dir: Path) -> str:
     return next((s for s in known if s in run_dir.name), run_dir.name)
 
 
-def push(run_dir, repo_id, private=False, merged=False, dry_run=False, output_dir=None, base_model=None) -> str:
+def push(
+    run_dir, repo_id, private=False, merged=False, dry_run=False, output_dir=None, base_model=None
+) -> str:
     """Publish ``run_dir`` to ``repo_id`` (or, with ``dry_run``, only write the folder). Returns a path or URL."""
     if dry_run:
         folder = Path(output_dir) if output_dir else Path(run_dir) / "hub_upload"
@@ -114,7 +127,9 @@ def push(run_dir, repo_id, private=False, merged=False, dry_run=False, output_di
         folder = build_upload_folder(run_dir, Path(tmp) / "upload", merged=merged, base_model=base_model)
         api = HfApi()
         url = api.create_repo(repo_id, private=private, exist_ok=True)
-        api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=f"Upload {Path(run_dir).name}")
+        api.upload_folder(
+            repo_id=repo_id, folder_path=str(folder), commit_message=f"Upload {Path(run_dir).name}"
+        )
     return str(url)
 
 
@@ -124,12 +139,26 @@ def cli(argv=None) -> int:
     parser.add_argument("--repo-id", "--repo_id", dest="repo_id", required=True, help="USER/NAME on the Hub.")
     parser.add_argument("--private", action="store_true", help="Create the repository as private.")
     parser.add_argument("--merged", action="store_true", help="Upload RUN_DIR/merged instead of the adapter.")
-    parser.add_argument("--dry-run", "--dry_run", dest="dry_run", action="store_true", help="Only write the folder.")
-    parser.add_argument("--output-dir", "--output_dir", dest="output_dir", help="Where --dry-run writes the folder.")
-    parser.add_argument("--base-model", "--base_model", dest="base_model", help="Hub id to record as base_model.")
+    parser.add_argument(
+        "--dry-run", "--dry_run", dest="dry_run", action="store_true", help="Only write the folder."
+    )
+    parser.add_argument(
+        "--output-dir", "--output_dir", dest="output_dir", help="Where --dry-run writes the folder."
+    )
+    parser.add_argument(
+        "--base-model", "--base_model", dest="base_model", help="Hub id to record as base_model."
+    )
     args = parser.parse_args(argv)
     try:
-        where = push(args.run_dir, args.repo_id, args.private, args.merged, args.dry_run, args.output_dir, args.base_model)
+        where = push(
+            args.run_dir,
+            args.repo_id,
+            args.private,
+            args.merged,
+            args.dry_run,
+            args.output_dir,
+            args.base_model,
+        )
     except PushError as err:
         print(f"rlhf push: error: {err}", file=sys.stderr)
         return 2

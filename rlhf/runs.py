@@ -123,7 +123,9 @@ def write_model_card(
         tags=["rlhf", stage, *tags],
         model_name=Path(output_dir).name,
     )
-    card_metrics = {k: v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    card_metrics = {
+        k: v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)
+    }
     if card_metrics:
         data.rlhf_metrics = card_metrics  # free-form metadata key, read back by ModelCard.load
     lines = [f"# {Path(output_dir).name}", "", description, ""]
@@ -136,7 +138,12 @@ def write_model_card(
     if config:
         import yaml
 
-        lines += ["## Training configuration", "", "```yaml", yaml.safe_dump(dict(config), sort_keys=False).strip()]
+        lines += [
+            "## Training configuration",
+            "",
+            "```yaml",
+            yaml.safe_dump(dict(config), sort_keys=False).strip(),
+        ]
         lines += ["```", ""]
     lines += [f"Trained with the `rlhf` recipe, stage `{stage}`.", ""]
     card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines))

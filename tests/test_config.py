@@ -40,7 +40,9 @@ def write_yaml(tmp_path, data, name="recipe.yaml"):
 
 
 def test_yaml_sets_defaults_and_cli_overrides(tmp_path):
-    path = write_yaml(tmp_path, {"steps": 5, "name": "from-yaml", "use_thing": True, "modules": ["a", "b", "c"]})
+    path = write_yaml(
+        tmp_path, {"steps": 5, "name": "from-yaml", "use_thing": True, "modules": ["a", "b", "c"]}
+    )
     (args,) = parse_args([ToyArguments], ["--config", str(path), "--steps", "7"])
     assert args.steps == 7  # CLI wins
     assert args.name == "from-yaml"
@@ -50,7 +52,9 @@ def test_yaml_sets_defaults_and_cli_overrides(tmp_path):
 
 
 def test_yaml_values_are_type_checked_and_converted(tmp_path):
-    (args,) = parse_args([ToyArguments], ["--config", str(write_yaml(tmp_path, {"rate": "1e-3", "steps": "3"}))])
+    (args,) = parse_args(
+        [ToyArguments], ["--config", str(write_yaml(tmp_path, {"rate": "1e-3", "steps": "3"}))]
+    )
     assert args.rate == pytest.approx(1e-3) and args.steps == 3
     with pytest.raises(ConfigError, match=r"recipe\.yaml: key 'steps' expects int, got 'many'"):
         parse_args([ToyArguments], ["--config", str(write_yaml(tmp_path, {"steps": "many"}))])
@@ -94,7 +98,15 @@ def test_transformers_options_pass_through_and_validate(tmp_path):
     toy, training = parse_args([ToyArguments, TrainingArguments], ["--config", str(path), "--max_steps", "9"])
     assert training.learning_rate == pytest.approx(3e-4) and training.max_steps == 9 and toy.steps == 2
     # TrainingArguments' own validation error is reported in one line naming the file
-    bad = write_yaml(tmp_path, {"output_dir": "o", "load_best_model_at_end": True, "eval_strategy": "steps", "save_strategy": "epoch"})
+    bad = write_yaml(
+        tmp_path,
+        {
+            "output_dir": "o",
+            "load_best_model_at_end": True,
+            "eval_strategy": "steps",
+            "save_strategy": "epoch",
+        },
+    )
     with pytest.raises(ConfigError) as err:
         parse_args([TrainingArguments], ["--config", str(bad)])
     assert "recipe.yaml" in str(err.value) and "\n" not in str(err.value)
@@ -115,7 +127,12 @@ def test_run_cli_exits_2_with_one_line(tmp_path, capsys):
         run_cli(lambda args: None, [ToyArguments], "rlhf toy", ["--config", str(path)])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and err.startswith("rlhf toy: error:") and "stepz" in err and "recipe.yaml" in err
+    assert (
+        err.count("\n") == 0
+        and err.startswith("rlhf toy: error:")
+        and "stepz" in err
+        and "recipe.yaml" in err
+    )
 
 
 def test_rlhf_command_lists_stages_and_rejects_unknown():
