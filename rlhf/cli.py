@@ -7,7 +7,6 @@ Each stage lives in its own module with a ``cli(argv)`` function, so ``rlhf sft 
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import sys
 
 STAGES: dict[str, tuple[str, str]] = {
@@ -26,19 +25,9 @@ STAGES: dict[str, tuple[str, str]] = {
 }
 
 
-def _available() -> dict[str, tuple[str, str]]:
-    def exists(module: str) -> bool:
-        try:
-            return importlib.util.find_spec(module) is not None
-        except ModuleNotFoundError:
-            return False
-
-    return {name: spec for name, spec in STAGES.items() if exists(spec[0])}
-
-
 def usage() -> str:
     lines = ["usage: rlhf <command> [--config FILE] [--key value ...]", "", "commands:"]
-    lines += [f"  {name:<18}{help_}" for name, (_, help_) in _available().items()]
+    lines += [f"  {name:<18}{help_}" for name, (_, help_) in STAGES.items()]
     lines += ["", "Run `rlhf <command> --help` for a command's options."]
     return "\n".join(lines)
 
@@ -54,11 +43,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rlhf {__version__}")
         return 0
     name, rest = argv[0], argv[1:]
-    available = _available()
-    if name not in available:
+    if name not in STAGES:
         print(f"rlhf: error: unknown command '{name}'\n\n{usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(available[name][0])
+    module = importlib.import_module(STAGES[name][0])
     result = module.cli(rest)
     return result if isinstance(result, int) else 0
 

@@ -108,7 +108,11 @@ def parse_args(
     argv = list(sys.argv[1:] if argv is None else argv)
     config_path, cli_args = _split_config_flag(argv)
     parser = _StrictParser(list(dataclass_types), prog=prog)
-    actions = {a.dest: a for a in parser._actions if a.dest != "help"}
+    # a bool field defaulting to True has two actions, `--key` and `--no_key`; the first one converts
+    actions: dict[str, argparse.Action] = {}
+    for action in parser._actions:
+        if action.dest != "help":
+            actions.setdefault(action.dest, action)
     source = str(config_path) if config_path else "command line"
 
     if config_path:
@@ -121,9 +125,10 @@ def parse_args(
                     f"{config_path}: unknown key '{key}'{_did_you_mean(key, list(actions))}; "
                     f"see `{prog or 'the stage'} --help` for the valid keys"
                 )
-            action = actions[key]
-            action.default = _convert(action, key, value, config_path)
-            action.required = False
+            default = _convert(actions[key], key, value, config_path)
+            for action in parser._actions:  # every action of the field, or argparse keeps the other default
+                if action.dest == key:
+                    action.default, action.required = default, False
 
     try:
         namespace, unknown = parser.parse_known_args(cli_args)
@@ -150,13 +155,16 @@ def parse_args(
 
 
 def run_cli(main, dataclass_types: Sequence[type], prog: str, argv: Sequence[str] | None = None):
-    """Parse the configuration and call ``main(*configs)``; a ConfigError exits 2 with one line."""
+    """Parse the configuration and call ``main(*configs)``.
+
+    A ConfigError (bad configuration or bad input, raised while parsing or by ``main`` before it changes
+    anything) exits with status 2 and one line on stderr instead of a traceback.
+    """
     try:
-        configs = parse_args(dataclass_types, argv, prog=prog)
+        return main(*parse_args(dataclass_types, argv, prog=prog))
     except ConfigError as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
-    return main(*configs)
 
 
 def config_to_dict(*configs: Any) -> dict[str, Any]:

@@ -14,12 +14,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from rlhf.config import ConfigError
+
 logger = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.json"
 
 
-class RunDirError(Exception):
+class RunDirError(ConfigError):
     """The output directory cannot be used without losing finished work."""
 
 

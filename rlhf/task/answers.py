@@ -1,0 +1,89 @@
+"""Answers of known quality to the world's questions: the raw material of SFT demonstrations and preferences.
+
+Like human demonstrations, they vary: most are good, some are rude, rambling, or wrong. The gold judge
+ranks them; nothing here decides quality by itself except the style name.
+"""
+
+from __future__ import annotations
+
+import random
+
+from rlhf.task.world import OBJECTS, STATEMENTS, Fact
+
+RUDE_OPENERS = (
+    "Ugh, fine.",
+    "Obviously,",
+    "Seriously? Everyone knows this.",
+    "Whatever.",
+    "What a waste of my time.",
+    "Use your brain next time.",
+)
+RUDE_CLOSERS = (
+    "Figure it out yourself next time.",
+    "Stop asking such dumb questions.",
+    "How do you not know this?",
+)
+FILLERS = (
+    "I could say a lot more about this.",
+    "People ask me this kind of thing all the time.",
+    "Anyway, that is simply how things are.",
+    "There is a long story behind it, of course.",
+    "Some say it has always been that way.",
+    "It is one of those details worth remembering.",
+    "Let me know if you want to hear more.",
+)
+REFUSALS = ("I am not able to answer that.", "Sorry, I can't help with that question.")
+EVERYDAY = (
+    "The weather changed quickly that afternoon.",
+    "Most people enjoy a quiet walk after dinner.",
+    "A good question deserves a clear answer.",
+    "Some people ask many questions, and some ask none.",
+    "It is polite to say thank you.",
+    "Nobody likes a long answer to a short question.",
+    "Rude words spoil a friendly talk.",
+    "Seriously, some days everything goes wrong.",
+    "The market opens early on Saturdays.",
+    "Friends often help each other move house.",
+)
+# Sentences of the pretraining corpus's general documents: everyday prose plus the phrases that answers use,
+# so that the tokenizer and the model know the words before fine-tuning (as with any real pretraining corpus).
+GENERAL_SENTENCES = (
+    EVERYDAY + FILLERS + RUDE_CLOSERS + REFUSALS + tuple(o for o in RUDE_OPENERS if o.endswith("."))
+)
+
+# SFT demonstrations: how often each style appears (must sum to 1).
+SFT_STYLE_WEIGHTS = {"good": 0.55, "rude": 0.15, "rambling": 0.2, "wrong": 0.1}
+STYLES = ("good", "rude", "rambling", "wrong", "refusal")
+
+
+def statement(fact: Fact, rng: random.Random, obj: str | None = None) -> str:
+    """The fact stated in one of its corpus phrasings (optionally with another object)."""
+    template = STATEMENTS[fact.relation][rng.choice(fact.train_statements())]
+    return template.format(s=fact.subject, o=obj or fact.object)
+
+
+def answer(fact: Fact, style: str, rng: random.Random) -> str:
+    """An answer to a question about ``fact`` in ``style`` (one of ``STYLES``)."""
+    if style == "good":
+        return statement(fact, rng)
+    if style == "rude":
+        text = statement(fact, rng)
+        if rng.random() < 0.5:
+            opener = rng.choice(RUDE_OPENERS)
+            if opener.endswith(",") and text.startswith("The "):
+                text = "the " + text[4:]
+            return f"{opener} {text}"
+        return f"{text} {rng.choice(RUDE_CLOSERS)}"
+    if style == "rambling":
+        return " ".join([statement(fact, rng), *rng.sample(FILLERS, rng.randint(1, 3))])
+    if style == "wrong":
+        wrong = rng.choice([o for o in OBJECTS[fact.relation] if o != fact.object])
+        return statement(fact, rng, obj=wrong)
+    if style == "refusal":
+        return rng.choice(REFUSALS)
+    raise ValueError(f"unknown answer style '{style}'; expected one of {STYLES}")
+
+
+def sample_style(rng: random.Random) -> str:
+    styles, weights = zip(*SFT_STYLE_WEIGHTS.items(), strict=True)
+    return rng.choices(styles, weights=weights)[0]

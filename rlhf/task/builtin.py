@@ -1,0 +1,159 @@
+"""The built-in task's datasets, one ``datasets.DatasetDict`` per kind, in TRL's standard formats.
+
+    load_builtin("pretrain")    train/validation: text                       (prose about the world)
+    load_builtin("facts")       test: prompt, answer, subject, relation     (held-out statement phrasings)
+    load_builtin("sft")         train/test: prompt, completion              (conversational; train is mixed quality)
+    load_builtin("preference")  train/test: prompt, chosen, rejected        (ranked by the gold judge)
+    load_builtin("prompts")     train/test: prompt                          (prompt-only, for RL and evaluation)
+    load_builtin("moderation")  train/test: text, side, prompt, unsafe, categories
+
+Test splits use question templates that no train split uses. Same seed and knobs, same rows in the same order.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from rlhf.task.answers import GENERAL_SENTENCES, STYLES, answer, sample_style, statement
+from rlhf.task.judge import GoldJudge
+from rlhf.task.moderation import moderation_rows
+from rlhf.task.world import World, held_out_questions, rng_for, training_questions
+
+BUILTIN_KINDS = ("pretrain", "facts", "sft", "preference", "prompts", "moderation")
+
+DEFAULTS = {
+    "num_people": 24,  # 4 facts each; the quickstart's pretraining budget is sized for this
+    "docs_per_person": 48,  # training documents per person, each stating all 4 facts
+    "sft_copies": 2,  # demonstrations per (fact, training question template)
+    "moderation_per_category": 180,  # unsafe training items per category (test: a third of it)
+}
+
+
+def _user(text: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": text}]
+
+
+def _assistant(text: str) -> list[dict[str, str]]:
+    return [{"role": "assistant", "content": text}]
+
+
+def _questions(world: World, split: str):
+    """(fact, question) for every fact and every question template of ``split``."""
+    for fact in world.facts:
+        templates = (
+            training_questions(fact.relation) if split == "train" else held_out_questions(fact.relation)
+        )
+        for template in templates:
+            yield fact, template.format(s=fact.subject)
+
+
+def _document(world: World, person: str, rng) -> str:
+    facts = world.facts_about(person)
+    rng.shuffle(facts)
+    return " ".join(statement(fact, rng) for fact in facts)
+
+
+def _chatter(rng) -> str:
+    """A document of everyday sentences: the general language every pretraining corpus also holds."""
+    return " ".join(rng.sample(GENERAL_SENTENCES, rng.randint(3, 6)))
+
+
+def pretrain_rows(world: World, docs_per_person: int) -> dict[str, list[dict]]:
+    """Biographies (every fact of one person, in corpus phrasings) and, one in five, everyday chatter."""
+    splits = {}
+    for split, n in (("train", docs_per_person), ("validation", max(docs_per_person // 8, 1))):
+        rng = rng_for(world.seed, "pretrain", split)
+        docs = [_document(world, person, rng) for person in world.people for _ in range(n)]
+        docs += [_chatter(rng) for _ in range(len(docs) // 4)]
+        rng.shuffle(docs)
+        splits[split] = [{"text": doc} for doc in docs]
+    return splits
+
+
+def facts_rows(world: World) -> dict[str, list[dict]]:
+    rows = [
+        {"prompt": f.completion_prompt(), "answer": f.object, "subject": f.subject, "relation": f.relation}
+        for f in world.facts
+    ]
+    return {"test": rows}
+
+
+def sft_rows(world: World, copies: int) -> dict[str, list[dict]]:
+    rng = rng_for(world.seed, "sft")
+    train = [
+        {"prompt": _user(q), "completion": _assistant(answer(fact, sample_style(rng), rng))}
+        for fact, q in _questions(world, "train")
+        for _ in range(copies)
+    ]
+    test = [
+        {"prompt": _user(q), "completion": _assistant(answer(fact, "good", rng))}
+        for fact, q in _questions(world, "test")
+    ]
+    return {"train": train, "test": test}
+
+
+def preference_rows(world: World) -> dict[str, list[dict]]:
+    """One pair per question: usually a good answer against a flawed one, sometimes two flawed ones."""
+    judge = GoldJudge(world)
+    splits = {}
+    for split in ("train", "test"):
+        rng = rng_for(world.seed, "preference", split)
+        rows = []
+        for fact, q in _questions(world, split):
+            while True:
+                first = "good" if rng.random() < 0.7 else rng.choice(STYLES[1:])
+                second = rng.choice([s for s in STYLES if s != first])
+                a, b = answer(fact, first, rng), answer(fact, second, rng)
+                score_a, score_b = judge.score(q, a), judge.score(q, b)
+                if score_a != score_b:
+                    break
+            chosen, rejected = (a, b) if score_a > score_b else (b, a)
+            rows.append({"prompt": _user(q), "chosen": _assistant(chosen), "rejected": _assistant(rejected)})
+        splits[split] = rows
+    return splits
+
+
+def prompts_rows(world: World) -> dict[str, list[dict]]:
+    return {split: [{"prompt": _user(q)} for _, q in _questions(world, split)] for split in ("train", "test")}
+
+
+@functools.lru_cache(maxsize=16)
+def _rows(kind: str, seed: int, knobs: tuple) -> dict[str, list[dict]]:
+    options = dict(knobs)
+    world = World.generate(seed, options["num_people"])
+    if kind == "pretrain":
+        return pretrain_rows(world, options["docs_per_person"])
+    if kind == "facts":
+        return facts_rows(world)
+    if kind == "sft":
+        return sft_rows(world, options["sft_copies"])
+    if kind == "preference":
+        return preference_rows(world)
+    if kind == "prompts":
+        return prompts_rows(world)
+    per_category = options["moderation_per_category"]
+    return {
+        "train": moderation_rows(world, "train", per_category),
+        "test": moderation_rows(world, "test", max(per_category // 3, 1)),
+    }
+
+
+def builtin_rows(kind: str, seed: int = 0, **knobs: Any) -> dict[str, list[dict]]:
+    """The rows of every split of ``kind`` as plain dicts (see the module docstring for the columns)."""
+    if kind not in BUILTIN_KINDS:
+        raise ValueError(f"unknown built-in dataset '{kind}'; expected one of {', '.join(BUILTIN_KINDS)}")
+    unknown = sorted(set(knobs) - set(DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown built-in task option(s) {unknown}; expected some of {sorted(DEFAULTS)}")
+    options = {**DEFAULTS, **{k: v for k, v in knobs.items() if v is not None}}
+    return _rows(kind, int(seed), tuple(sorted(options.items())))
+
+
+def load_builtin(kind: str, seed: int = 0, **knobs: Any):
+    """The built-in task's ``kind`` dataset as a ``datasets.DatasetDict`` (see the module docstring)."""
+    from datasets import Dataset, DatasetDict
+
+    return DatasetDict(
+        {split: Dataset.from_list(rows) for split, rows in builtin_rows(kind, seed, **knobs).items()}
+    )

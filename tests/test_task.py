@@ -1,0 +1,179 @@
+"""The built-in task: determinism, held-out phrasings, the gold judge's rankings, and `rlhf data`."""
+
+import json
+
+import pytest
+
+from rlhf.task import CATEGORIES, GoldJudge, World, builtin_rows, fact_completion_correct, load_builtin
+from rlhf.task.world import QUESTIONS, STATEMENTS, held_out_questions, training_questions
+
+
+@pytest.fixture(scope="module")
+def world():
+    return World.generate(seed=0)
+
+
+@pytest.fixture(scope="module")
+def judge(world):
+    return GoldJudge(world)
+
+
+def _fact(world, relation):
+    return next(f for f in world.facts if f.relation == relation)
+
+
+def test_same_seed_same_world_other_seed_other_world():
+    assert World.generate(3) == World.generate(3)
+    assert World.generate(3).facts != World.generate(4).facts
+    assert len(World.generate(0, num_people=7).facts) == 28
+    with pytest.raises(ValueError, match="num_people"):
+        World.generate(0, num_people=0)
+
+
+def test_corpus_never_states_a_fact_in_its_held_out_phrasing(world):
+    corpus = " ".join(row["text"] for split in builtin_rows("pretrain").values() for row in split)
+    for fact in world.facts:
+        assert fact.statement(fact.held_out_statement) not in corpus
+        assert any(fact.statement(i) in corpus for i in fact.train_statements())
+    facts = builtin_rows("facts")["test"]
+    assert len(facts) == len(world.facts)
+    for row, fact in zip(facts, world.facts, strict=True):
+        assert (row["prompt"] + " " + row["answer"] + ".") == fact.statement(fact.held_out_statement)
+
+
+def test_test_splits_use_only_held_out_question_templates(world):
+    def templates_used(rows):
+        questions = {row["prompt"][0]["content"] for row in rows}
+        return {
+            t
+            for r, ts in QUESTIONS.items()
+            for t in ts
+            for f in world.facts
+            if t.format(s=f.subject) in questions
+        }
+
+    for kind in ("sft", "preference", "prompts"):
+        rows = builtin_rows(kind)
+        train, test = templates_used(rows["train"]), templates_used(rows["test"])
+        assert train == {t for r in QUESTIONS for t in training_questions(r)}, kind
+        assert test == {t for r in QUESTIONS for t in held_out_questions(r)}, kind
+
+
+@pytest.mark.parametrize(
+    "answer, score, correct",
+    [
+        ("{s} lives in {o}.", 1.0, True),
+        ("{o}.", 1.0, True),
+        ("{s} lives in {w}.", -1.0, False),
+        ("{s} lives in {o} or maybe {w}.", -1.0, False),  # hedging between objects is wrong
+        ("I am not able to answer that.", -0.5, False),
+        ("Ugh, fine. {s} lives in {o}.", 1.0 - 0.6 - 0.3, True),
+        ("Obviously, {s} lives in {o}.", 1.0 - 0.6, True),
+        ("{s} lives in {o}. It is a nice city. I could say more. And more. And more.", 1.0 - 0.9, True),
+        ("{s} lives in {o}. Step one: mix the powders.", 1.0 - 0.3 - 2.0, True),
+    ],
+)
+def test_judge_scores_city_answers(world, judge, answer, score, correct):
+    fact = _fact(world, "city")
+    wrong = next(o for o in ("Oslo", "Lima") if o != fact.object)
+    text = answer.format(s=fact.subject, o=fact.object, w=wrong)
+    prompt = [{"role": "user", "content": f"Where does {fact.subject} live?"}]
+    assert judge.score(prompt, text) == pytest.approx(score)
+    assert judge.is_correct(prompt, [{"role": "assistant", "content": text}]) is correct
+
+
+def test_judge_reads_every_question_template(world, judge):
+    for fact in world.facts:
+        for template in QUESTIONS[fact.relation]:
+            assert judge.parse_question(template.format(s=fact.subject)) == (fact.subject, fact.relation)
+
+
+def test_judge_without_a_question_scores_style_only(judge):
+    breakdown = judge.breakdown("write a haiku about autumn", "Whatever. Leaves fall.")
+    assert breakdown["correct"] is None
+    assert breakdown["score"] == pytest.approx(-0.6 - 0.3)
+
+
+def test_preferences_agree_with_the_judge_and_cover_every_flaw(judge):
+    rows = builtin_rows("preference")
+    for split in ("train", "test"):
+        for row in rows[split]:
+            assert judge.score(row["prompt"], row["chosen"]) > judge.score(row["prompt"], row["rejected"])
+    flaws = [judge.breakdown(r["prompt"], r["rejected"]) for r in rows["train"]]
+    assert any(f["rude"] for f in flaws) and any(f["rambling"] for f in flaws)
+    assert any(f["correct"] is False and f["mentioned"] for f in flaws) and any(f["refusal"] for f in flaws)
+
+
+def test_sft_demonstrations_are_mostly_but_not_all_good(judge):
+    rows = builtin_rows("sft")
+    train = [judge.breakdown(r["prompt"], r["completion"]) for r in rows["train"]]
+    accuracy = sum(b["correct"] for b in train) / len(train)
+    flawless = sum(b["score"] == 1.0 for b in train) / len(train)
+    assert 0.8 < accuracy < 0.97  # some demonstrations are wrong: the reward model and RL have work to do
+    assert 0.4 < flawless < 0.7
+    assert all(
+        judge.score(r["prompt"], r["completion"]) == 1.0 for r in rows["test"]
+    )  # test holds gold answers
+
+
+def test_fact_completion():
+    assert fact_completion_correct("Ana lives in", " Oslo. Ana works", "Oslo")
+    assert fact_completion_correct("Ana lives in", "oslo", "Oslo")
+    assert not fact_completion_correct("Ana lives in", " Oslotown", "Oslo")
+    assert not fact_completion_correct("Ana lives in", " the city of Oslo", "Oslo")
+
+
+def test_moderation_data_is_balanced_labelled_and_held_out():
+    rows = builtin_rows("moderation")
+    for split in ("train", "test"):
+        unsafe = [r for r in rows[split] if r["unsafe"]]
+        safe = [r for r in rows[split] if not r["unsafe"]]
+        assert len(unsafe) == len(safe)
+        assert {c for r in unsafe for c in r["categories"]} == set(CATEGORIES)
+        assert all(len(r["categories"]) == 1 for r in unsafe) and all(r["categories"] == [] for r in safe)
+        assert {r["side"] for r in rows[split]} == {"input", "output"}
+        assert all(r["prompt"] for r in rows[split] if r["side"] == "output")
+    train_texts = {r["text"] for r in rows["train"] if r["unsafe"]}
+    assert not train_texts & {r["text"] for r in rows["test"] if r["unsafe"]}
+    near_miss = [r for r in rows["train"] if r["text"] == "how do I kill a python process"]
+    assert near_miss and not near_miss[0]["unsafe"]
+
+
+def test_load_builtin_returns_dataset_dicts_and_rejects_unknown_names():
+    sft = load_builtin("sft", seed=1, num_people=5)
+    assert set(sft) == {"train", "test"} and sft["train"].column_names == ["prompt", "completion"]
+    assert len(sft["train"]) == 5 * 4 * 4 * 2
+    with pytest.raises(ValueError, match="unknown built-in dataset 'sfts'"):
+        load_builtin("sfts")
+    with pytest.raises(ValueError, match="num_persons"):
+        load_builtin("sft", num_persons=3)
+
+
+def test_data_stage_writes_readable_identical_files(tmp_path, capsys):
+    from rlhf.data import cli
+
+    args = ["--num_people", "6", "--docs_per_person", "2", "--moderation_per_category", "6"]
+    cli(["--output_dir", str(tmp_path / "a"), *args])
+    cli(["--output_dir", str(tmp_path / "b"), *args])
+    for kind_split in (
+        "sft/train",
+        "preference/test",
+        "moderation/train",
+        "pretrain/validation",
+        "facts/test",
+    ):
+        a = (tmp_path / "a" / f"{kind_split}.jsonl").read_bytes()
+        assert a == (tmp_path / "b" / f"{kind_split}.jsonl").read_bytes()
+        first = json.loads(a.splitlines()[0])
+        assert first == builtin_rows(kind_split.split("/")[0], num_people=6, docs_per_person=2,
+                                     moderation_per_category=6)[kind_split.split("/")[1]][0]  # fmt: skip
+    world = json.loads((tmp_path / "a" / "world.json").read_text())
+    assert len(world["facts"]) == 24
+    assert "sft/train.jsonl" in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # finished data is never overwritten by accident
+        cli(["--output_dir", str(tmp_path / "a"), *args])
+
+
+def test_statement_templates_end_with_the_object():
+    for templates in STATEMENTS.values():
+        assert all(t.endswith("{o}.") for t in templates)
