@@ -1,0 +1,104 @@
+"""Plain-text corpora for the tokenizer and pretraining stages.
+
+A corpus is a ``datasets.DatasetDict`` with a ``train`` and a ``validation`` split and one text
+column. It comes from the built-in task (``"builtin"``), a local file or folder (JSON/JSONL, TXT,
+Parquet, CSV; a folder of ``<split>.<ext>`` files such as ``rlhf data`` writes), or a Hub id.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from datasets import DatasetDict, load_dataset
+
+_BUILDERS = {".json": "json", ".jsonl": "json", ".txt": "text", ".parquet": "parquet", ".csv": "csv"}
+_VALIDATION_NAMES = ("validation", "valid", "val", "dev", "test")
+
+
+class CorpusError(ValueError):
+    """The corpus cannot be used as asked (missing column, unknown file type, empty split)."""
+
+
+def _local_data_files(path: Path) -> tuple[str, dict[str, str]]:
+    """The ``datasets`` builder and ``{split: file}`` for a local file or a folder of split files."""
+    if path.is_file():
+        builder = _BUILDERS.get(path.suffix.lower())
+        if builder is None:
+            raise CorpusError(
+                f"dataset_name '{path}': unsupported file type (use one of {sorted(_BUILDERS)})"
+            )
+        return builder, {"train": str(path)}
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in _BUILDERS)
+    splits = {p.stem: p for p in files}
+    if "train" not in splits:
+        raise CorpusError(
+            f"dataset_name '{path}': a folder needs a train.<ext> file (found {[p.name for p in files]})"
+        )
+    builders = {_BUILDERS[p.suffix.lower()] for p in splits.values()}
+    if len(builders) != 1:
+        raise CorpusError(
+            f"dataset_name '{path}': split files must share one format (found {sorted(builders)})"
+        )
+    return builders.pop(), {split: str(p) for split, p in splits.items()}
+
+
+def load_text_corpus(
+    dataset_name: str,
+    text_column: str = "text",
+    dataset_config: str | None = None,
+    seed: int = 0,
+    validation_split_percentage: float = 5.0,
+    task_kwargs: Mapping[str, Any] | None = None,
+) -> DatasetDict:
+    """Load a text corpus as ``DatasetDict(train=..., validation=...)`` holding only ``text_column``.
+
+    Args:
+        dataset_name: ``"builtin"`` (the built-in task's ``pretrain`` kind), a local file/folder, or a Hub id.
+        text_column: the column holding the documents.
+        dataset_config: the Hub dataset's configuration name, if it has several.
+        seed: seeds the built-in world and the train/validation split of a corpus that has none.
+        validation_split_percentage: share of train held out when the corpus has no validation split.
+        task_kwargs: size knobs passed to ``rlhf.task.load_builtin`` (built-in corpus only).
+
+    Plain ``.txt`` files hold one document per paragraph (blank-line separated).
+    """
+    if dataset_name == "builtin":
+        from rlhf.task import load_builtin
+
+        raw = load_builtin("pretrain", seed=seed, **dict(task_kwargs or {}))
+    elif os.path.exists(dataset_name):
+        builder, data_files = _local_data_files(Path(dataset_name))
+        kwargs = {"sample_by": "paragraph"} if builder == "text" else {}
+        raw = load_dataset(builder, data_files=data_files, **kwargs)
+    else:
+        raw = load_dataset(dataset_name, dataset_config)
+    if not isinstance(raw, DatasetDict):
+        raw = DatasetDict({"train": raw})
+
+    if "train" not in raw:
+        raise CorpusError(f"dataset '{dataset_name}' has no train split (splits: {list(raw)})")
+    for split_name, split in raw.items():
+        if text_column not in split.column_names:
+            raise CorpusError(
+                f"dataset '{dataset_name}' split '{split_name}' has no column '{text_column}' "
+                f"(columns: {split.column_names}); set text_column"
+            )
+    validation_name = next((name for name in _VALIDATION_NAMES if name in raw), None)
+    if validation_name is None:
+        if not 0 < validation_split_percentage < 100:
+            raise CorpusError(
+                "validation_split_percentage must be in (0, 100) when the corpus has no validation split"
+            )
+        parts = raw["train"].train_test_split(test_size=validation_split_percentage / 100, seed=seed)
+        train, validation = parts["train"], parts["test"]
+    else:
+        train, validation = raw["train"], raw[validation_name]
+    corpus = DatasetDict({"train": train, "validation": validation})
+    corpus = corpus.select_columns([text_column])
+    for split_name, split in corpus.items():
+        if len(split) == 0:
+            raise CorpusError(f"dataset '{dataset_name}': split '{split_name}' is empty")
+    return corpus

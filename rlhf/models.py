@@ -1,0 +1,287 @@
+"""Loading and saving the models every fine-tuning stage shares.
+
+    tokenizer = load_tokenizer("runs/quickstart/sft/merged")
+    policy = load_causal_lm("HuggingFaceTB/SmolLM2-135M-Instruct", dtype="bfloat16")
+    policy = load_causal_lm("path/to/dir", gguf_file="model.Q4_1.gguf")   # or the .gguf path itself
+    reward = load_reward_model("runs/quickstart/reward/merged")
+    save_merged(peft_model, tokenizer, "runs/quickstart/sft/merged")
+
+A model source is a Hub id, a local directory, a GGUF file, or a directory holding a PEFT adapter (its base
+model is loaded and the adapter merged in). ``trust_remote_code`` is off unless the caller turns it on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from rlhf.config import ConfigError
+
+logger = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class ChatTemplateError(ConfigError, ValueError):
+    """The tokenizer cannot render chat messages; the message says how to give it a template.
+
+    A `ConfigError`, so ``rlhf <stage>`` stops with the one-line message (exit status 2), not a traceback.
+    """
+
+
+def split_gguf(name_or_path: str, gguf_file: str | None) -> tuple[str, str | None]:
+    """Accept ``dir`` + ``gguf_file`` or a path straight to a ``.gguf`` file; returns (dir or id, file)."""
+    if gguf_file is None and str(name_or_path).endswith(".gguf") and os.path.isfile(name_or_path):
+        path = Path(name_or_path)
+        return str(path.parent), path.name
+    return name_or_path, gguf_file
+
+
+def _adapter_base(path: str) -> str | None:
+    """The base model a PEFT adapter directory was trained on (None when ``path`` is not an adapter)."""
+    config = Path(path) / "adapter_config.json"
+    if not config.is_file():
+        return None
+    return json.loads(config.read_text()).get("base_model_name_or_path")
+
+
+def resolve_dtype(dtype: str | torch.dtype | None) -> str | torch.dtype:
+    """Map a config string (``auto``, ``float32``, ``bfloat16``, ``float16``) to what ``from_pretrained`` takes."""
+    if dtype is None or dtype == "auto" or isinstance(dtype, torch.dtype):
+        return dtype or "auto"
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype '{dtype}' is not one of auto, {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def load_tokenizer(
+    name_or_path: str,
+    *,
+    chat_template_path: str | None = None,
+    gguf_file: str | None = None,
+    trust_remote_code: bool = False,
+    revision: str = "main",
+    require_chat_template: bool = True,
+    padding_side: str | None = None,
+) -> PreTrainedTokenizerBase:
+    """Load a tokenizer and make sure it can render chat messages.
+
+    Args:
+        name_or_path: Hub id, local directory, ``.gguf`` file, or an adapter directory (its tokenizer, else its base's).
+        chat_template_path: a Jinja file whose template replaces the tokenizer's, or a tokenizer (directory or
+            Hub id) whose template is copied. ``None`` keeps the tokenizer's own.
+        require_chat_template: raise `ChatTemplateError` when the tokenizer ends up without a template.
+        padding_side: ``"left"`` for batched generation, ``"right"`` for training; ``None`` keeps the saved one.
+
+    Returns:
+        The tokenizer, with a pad token (the EOS token when it had none).
+    """
+    source, gguf_file = split_gguf(name_or_path, gguf_file)
+    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code, "revision": revision}
+    if gguf_file:
+        kwargs["gguf_file"] = gguf_file
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+    except (OSError, ValueError):
+        base = _adapter_base(source)
+        if base is None:
+            raise
+        tokenizer = AutoTokenizer.from_pretrained(base, trust_remote_code=trust_remote_code)
+    if chat_template_path:
+        tokenizer.chat_template = read_chat_template(chat_template_path, trust_remote_code)
+    if require_chat_template and not tokenizer.chat_template:
+        raise ChatTemplateError(
+            f"the tokenizer of '{name_or_path}' has no chat template, so chat data cannot be rendered; "
+            "set `chat_template_path:` in the config (a .jinja file, or a tokenizer directory / Hub id whose "
+            "template to copy), e.g. --chat_template_path path/to/template.jinja"
+        )
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if padding_side:
+        tokenizer.padding_side = padding_side
+    return tokenizer
+
+
+def read_chat_template(chat_template_path: str, trust_remote_code: bool = False) -> str:
+    """The Jinja chat template in a ``.jinja``/``.j2`` file, or the one of a tokenizer directory / Hub id."""
+    path = Path(chat_template_path)
+    if path.is_file():
+        return path.read_text()
+    try:
+        template = AutoTokenizer.from_pretrained(
+            chat_template_path, trust_remote_code=trust_remote_code
+        ).chat_template
+    except (OSError, ValueError) as err:
+        raise ChatTemplateError(
+            f"chat_template_path '{chat_template_path}' is neither a template file nor a loadable tokenizer ({err})"
+        ) from None
+    if not template:
+        raise ChatTemplateError(
+            f"chat_template_path '{chat_template_path}': that tokenizer has no chat template"
+        )
+    return template
+
+
+def _from_pretrained(auto_cls, source: str, gguf_file: str | None, **kwargs) -> PreTrainedModel:
+    if gguf_file:
+        model = auto_cls.from_pretrained(source, gguf_file=gguf_file, **kwargs)
+        return dequantized_copy(model, auto_cls)
+    base = _adapter_base(source)
+    if base is not None:  # an adapter directory: load its base and fold the adapter in
+        from peft import PeftModel
+
+        model = auto_cls.from_pretrained(base, **kwargs)
+        return PeftModel.from_pretrained(model, source).merge_and_unload()
+    return auto_cls.from_pretrained(source, **kwargs)
+
+
+def dequantized_copy(model: PreTrainedModel, auto_cls=AutoModelForCausalLM) -> PreTrainedModel:
+    """Rebuild a GGUF-loaded model from its config without the quantisation config, so it can be saved.
+
+    ``from_pretrained(..., gguf_file=...)`` already dequantises the weights; only the attached
+    ``quantization_config`` makes ``save_pretrained`` refuse. The copy has the same weights and dtype.
+    """
+    if getattr(model, "hf_quantizer", None) is None and not hasattr(model.config, "quantization_config"):
+        return model
+    config = model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    dtype = next(model.parameters()).dtype
+    clean = auto_cls.from_config(config, dtype=dtype)
+    clean.load_state_dict(model.state_dict(), strict=False)
+    if clean.get_output_embeddings() is not None and getattr(config, "tie_word_embeddings", False):
+        clean.tie_weights()
+    clean.generation_config = model.generation_config
+    return clean
+
+
+def load_causal_lm(
+    name_or_path: str,
+    *,
+    dtype: str | torch.dtype | None = "auto",
+    gguf_file: str | None = None,
+    trust_remote_code: bool = False,
+    revision: str = "main",
+    attn_implementation: str | None = None,
+    device: str | None = None,
+) -> PreTrainedModel:
+    """Load a causal LM from a Hub id, a local directory, a GGUF file or an adapter directory (merged).
+
+    Returns:
+        A ``PreTrainedModel`` that ``save_pretrained`` accepts (GGUF models are rebuilt unquantised).
+    """
+    source, gguf_file = split_gguf(name_or_path, gguf_file)
+    kwargs: dict[str, Any] = {"dtype": resolve_dtype(dtype), "trust_remote_code": trust_remote_code}
+    if revision != "main":
+        kwargs["revision"] = revision
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    model = _from_pretrained(AutoModelForCausalLM, source, gguf_file, **kwargs)
+    return model.to(device) if device else model
+
+
+def load_reward_model(
+    name_or_path: str,
+    *,
+    dtype: str | torch.dtype | None = "auto",
+    gguf_file: str | None = None,
+    trust_remote_code: bool = False,
+    revision: str = "main",
+    pad_token_id: int | None = None,
+) -> PreTrainedModel:
+    """Load a scalar-output sequence classifier (``num_labels=1``): a reward model, or a causal LM to start one.
+
+    A causal-LM checkpoint gets a freshly initialised ``score`` head (the usual start of reward training);
+    a reward model keeps its head. ``pad_token_id`` is written into the config: the classifier reads the
+    score at the last non-pad token.
+    """
+    source, gguf_file = split_gguf(name_or_path, gguf_file)
+    kwargs: dict[str, Any] = {
+        "dtype": resolve_dtype(dtype),
+        "trust_remote_code": trust_remote_code,
+        "num_labels": 1,
+    }
+    if revision != "main":
+        kwargs["revision"] = revision
+    if _adapter_base(source) is None and not gguf_file:
+        config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
+        if (
+            getattr(config, "num_labels", 1) != 1
+            and config.architectures
+            and any(a.endswith("ForSequenceClassification") for a in config.architectures)
+        ):
+            raise ValueError(
+                f"'{name_or_path}' is a classifier with {config.num_labels} labels; a reward model has exactly one"
+            )
+    model = _from_pretrained(AutoModelForSequenceClassification, source, gguf_file, **kwargs)
+    if pad_token_id is not None:
+        model.config.pad_token_id = pad_token_id
+    return model
+
+
+def merge_adapter(model) -> PreTrainedModel:
+    """Fold a PEFT adapter into its base weights; returns the plain ``transformers`` model (others unchanged)."""
+    from peft import PeftModel
+
+    if isinstance(model, PeftModel):
+        return model.merge_and_unload()
+    return model
+
+
+def save_merged(model, tokenizer: PreTrainedTokenizerBase | None, output_dir: str | os.PathLike) -> Path:
+    """Save ``model`` with any adapter merged (a copy: ``model`` keeps its adapter) plus the tokenizer.
+
+    The directory loads back with ``AutoModelForCausalLM`` / ``AutoModelForSequenceClassification``
+    ``.from_pretrained(output_dir)``; it is what the next stage's config points at.
+    """
+    import copy
+
+    from peft import PeftModel
+
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    if isinstance(model, PeftModel):
+        model = copy.deepcopy(model).merge_and_unload()
+    model.save_pretrained(output_dir)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(output_dir)
+    return output_dir
+
+
+def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, sum(p.numel() for p in model.parameters())
+
+
+def bf16_supported() -> bool:
+    """Whether bf16 is fast here (see ``rlhf.pretrain.bf16_supported``): a bf16 GPU or a CPU with bf16 instructions."""
+    from rlhf.pretrain import bf16_supported as supported
+
+    return supported()
+
+
+def auto_precision(training_args) -> None:
+    """Settle bf16 before ``TrainingArguments.__post_init__`` runs (call it first in a config's ``__post_init__``).
+
+    ``bf16`` unset (None) means "where the hardware has fast bf16": on for a bf16 GPU or a CPU with bf16
+    instructions, off elsewhere (emulated bf16 is ~40x slower). bf16 on a machine without CUDA needs
+    ``use_cpu=True``, which transformers otherwise demands with an error.
+    """
+    if training_args.bf16 is None:
+        training_args.bf16 = not training_args.fp16 and bf16_supported()
+    if training_args.bf16 and not torch.cuda.is_available():
+        training_args.use_cpu = True
