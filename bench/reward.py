@@ -1,0 +1,155 @@
+"""Benchmark: this repo's reward stage vs a plain TRL reward script, same model, data, batch and steps.
+
+    python bench/reward.py [--steps 20] [--rounds 3] [--batch_size 32]
+
+The repo side is ``rlhf.reward.main`` (what ``rlhf reward`` runs) from a YAML recipe; the plain side is what
+``trl/scripts/reward.py`` does: ``load_dataset("json")``, ``RewardTrainer(model=path, peft_config=LoraConfig(
+task_type="SEQ_CLS", modules_to_save=["score"]))``, ``train()``, ``evaluate()``, ``save_model()``. Both train LoRA
+(r 32, all linear layers, the score head in full) on the quickstart-sized random model with the built-in task's
+preference pairs. The rate is training tokens (TRL's own ``num_tokens`` count: chosen + rejected, non-padding)
+per second of ``RewardTrainer.train()``. The repo tokenises each answer up to its end-of-turn token (where PPO
+reads the reward); TRL's own tokenisation keeps the newline after it, so the plain side sees one more token per
+sequence, which tokens/s accounts for. Rounds alternate repo, plain, ... and the best of each side is compared.
+The last line of output is a JSON object (``ratio`` = repo / plain).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+
+from _finetune import (
+    TrainTimer,
+    alternate,
+    save_base_model,
+    summary,
+    timed,
+    workdir,
+    write_builtin,
+    write_yaml,
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=20, help="optimizer steps per run")
+    parser.add_argument("--rounds", type=int, default=3, help="runs per side (alternating)")
+    parser.add_argument("--batch_size", type=int, default=32, help="preference pairs per optimizer step")
+    bench = parser.parse_args()
+
+    import torch
+    import trl
+    from datasets import load_dataset
+    from peft import LoraConfig
+
+    from rlhf import reward
+    from rlhf.config import parse_args
+    from rlhf.models import bf16_supported
+
+    timer = TrainTimer(trl.RewardTrainer)
+    root = workdir()
+    base = save_base_model(root / "base")
+    data = write_builtin("preference", root / "data", n_train=bench.batch_size * bench.steps, n_test=64)
+    bf16 = bf16_supported()  # what the stage decides when bf16 is left unset
+    use_cpu = bf16 and not torch.cuda.is_available()
+    training = {
+        "per_device_train_batch_size": bench.batch_size,
+        "max_steps": bench.steps,
+        "learning_rate": 1e-3,
+        "lr_scheduler_type": "cosine",
+        "warmup_steps": 2,
+        "max_length": 128,
+        "center_rewards_coefficient": 0.01,
+        "gradient_checkpointing": False,
+        "logging_steps": bench.steps,  # one log line: the token count at the end
+        "eval_strategy": "no",
+        "save_strategy": "no",
+        "report_to": "none",
+        "disable_tqdm": True,
+        "seed": 0,
+        "bf16": bf16,
+    }
+    lora = {"r": 32, "lora_alpha": 64, "lora_dropout": 0.0, "target_modules": "all-linear"}
+
+    def run_repo(i: int) -> dict:
+        config = write_yaml(
+            root / f"repo-{i}.yaml",
+            {
+                "model_name_or_path": str(base),
+                "dataset_name": str(data),
+                "output_dir": str(root / f"repo-{i}"),
+                "use_peft": True,
+                "lora_r": lora["r"],
+                "lora_alpha": lora["lora_alpha"],
+                "lora_dropout": lora["lora_dropout"],
+                "lora_target_modules": [lora["target_modules"]],
+                "eval_pairs": 64,  # the held-out scoring the stage does after training (not in the rate)
+                "save_merged": False,  # the plain script saves the adapter only
+                **training,
+            },
+        )
+
+        def run() -> dict:
+            types = (reward.RewardScriptArguments, reward.RewardConfig, reward.ModelConfig)
+            metrics = reward.main(*parse_args(types, ["--config", str(config)]))
+            return {"tokens": metrics["train_tokens"], **timer.last}
+
+        return rate(timed(run))
+
+    def run_plain(i: int) -> dict:
+        def run() -> dict:
+            dataset = load_dataset(
+                "json", data_files={"train": str(data / "train.jsonl"), "test": str(data / "test.jsonl")}
+            )
+            args = trl.RewardConfig(output_dir=str(root / f"plain-{i}"), use_cpu=use_cpu, **training)
+            trainer = trl.RewardTrainer(
+                model=str(base),
+                args=args,
+                train_dataset=dataset["train"],
+                eval_dataset=dataset["test"],
+                peft_config=LoraConfig(task_type="SEQ_CLS", modules_to_save=["score"], **lora),
+            )
+            trainer.train()
+            trainer.evaluate()
+            trainer.save_model(args.output_dir)
+            tokens = [e["num_tokens"] for e in trainer.state.log_history if "num_tokens" in e][-1]
+            return {"tokens": tokens, **timer.last}
+
+        return rate(timed(run))
+
+    repo, plain = alternate(run_repo, run_plain, bench.rounds)
+    pairs = bench.batch_size * bench.steps
+    best_pairs_ratio = min(p["train_s"] for p in plain) / min(r["train_s"] for r in repo)
+    figures = summary(
+        "reward",
+        "tokens/s",
+        repo,
+        plain,
+        ratio_pairs_per_s=round(best_pairs_ratio, 4),
+        train_pairs=pairs,
+        train_tokens_repo=repo[0]["tokens"],
+        train_tokens_plain=plain[0]["tokens"],
+        steps=bench.steps,
+        batch_size=bench.batch_size,
+        bf16=bf16,
+        model_shape="quickstart (hidden 256, 4 layers), random init",
+    )
+    print(
+        f"pairs/s ratio (repo / plain): {best_pairs_ratio:.3f} (the repo's sequences are one token shorter)"
+    )
+    shutil.rmtree(root, ignore_errors=True)
+    print(json.dumps(figures))
+
+
+def rate(result: dict) -> dict:
+    return {
+        **result,
+        "work": result["tokens"],
+        "rate": result["tokens"] / result["train_s"],
+        "unit": "tokens/s",
+    }
+
+
+if __name__ == "__main__":
+    main()
