@@ -1,0 +1,346 @@
+"""Moderation evaluation: run any configured moderator over any labelled dataset.
+
+    rlhf moderation-eval --config configs/quickstart/moderation-eval.yaml
+    rlhf moderation-eval --moderation_config configs/quickstart/moderation.yaml \\
+        --dataset_name my_labels.jsonl --text_column content --label_columns '{is_threat: violent_crimes}'
+
+Any labelled file works through config alone: name its text column and map its label columns (0/1,
+true/false or probabilities) to category ids, e.g. in a YAML config::
+
+    moderation_config: configs/quickstart/moderation.yaml
+    dataset_name: my_labels.jsonl        # {"content": ..., "is_threat": 1, "is_hateful": 0} per line
+    text_column: content
+    label_columns: {is_threat: violent_crimes, is_hateful: hate}
+    target_fpr: 0.02                     # choose thresholds that flag at most 2% of the safe rows
+    thresholds_output: tuned-moderation.yaml
+
+Prints per-category and overall precision, recall, F1, average precision (AUPRC) and the false-positive
+rate on safe items (over-refusal), per side as well. With ``target_fpr`` it picks, per side and category,
+the lowest threshold whose false-positive rate on the safe items stays within the target, and writes a
+copy of the moderation config with those thresholds to ``thresholds_output`` (a new file: the input
+config is never overwritten).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rlhf.config import ConfigError, run_cli, save_config
+from rlhf.moderation.base import ModerationConfigError, build_moderator, load_moderation_config, resolve_path
+from rlhf.moderation.data import DatasetError, Examples, build_examples, load_split, parse_label_columns
+from rlhf.moderation.metrics import threshold_for_fpr
+from rlhf.moderation.report import (
+    flat_metrics,
+    format_table,
+    plot_pr_curves,
+    result_scores,
+    run_moderator,
+    score_examples,
+)
+from rlhf.moderation.taxonomy import load_taxonomy
+from rlhf.runs import prepare_output_dir, write_metrics
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ModerationEvalArguments:
+    """
+    Which moderator to evaluate, on which labelled data, and what to write.
+
+    Args:
+        moderation_config (`str` or `None`, *optional*, defaults to `None`):
+            YAML file holding a `moderation:` mapping (e.g. `configs/quickstart/moderation.yaml`).
+        moderation (`dict` or `None`, *optional*, defaults to `None`):
+            The `moderation:` mapping given inline; used instead of `moderation_config` when set.
+        dataset_name (`str`, *optional*, defaults to `"builtin"`):
+            `"builtin"`, a local JSONL/JSON/CSV/Parquet file, a folder of `<split>.<ext>` files, or a Hub id.
+        dataset_config (`str` or `None`, *optional*, defaults to `None`):
+            Configuration name of a Hub dataset.
+        dataset_split (`str`, *optional*, defaults to `"test"`):
+            Split to evaluate (a single local file is used whole).
+        task_seed (`int`, *optional*, defaults to `0`):
+            Built-in task only: seed of the generated data.
+        text_column (`str`, *optional*, defaults to `"text"`):
+            Column holding the text to moderate.
+        label_columns (`dict` or `list` or `None`, *optional*, defaults to `None`):
+            Label columns mapped to category ids (`{column: category | [categories] | null}`), or a list of
+            column names mapped by `label_mapping` (or taken as category ids).
+        categories_column (`str` or `None`, *optional*, defaults to `"categories"`):
+            Column holding a list of labels per row; ignored when the dataset lacks it.
+        unsafe_column (`str` or `None`, *optional*, defaults to `"unsafe"`):
+            Column holding the overall unsafe label; without it an item is unsafe when any category is set.
+        label_mapping (`str` or `None`, *optional*, defaults to `None`):
+            Table from categories.yaml (`openai`, `llama_guard`, `jigsaw`, `beavertails`) mapping the
+            dataset's labels to category ids; `None`: labels are category ids.
+        categories (`list[str]` or `None`, *optional*, defaults to `None`):
+            Categories to report, in order; `None`: those the labels map to.
+        side_column (`str` or `None`, *optional*, defaults to `"side"`):
+            Column saying `input` or `output` per row; rows without one use `side`.
+        prompt_column (`str` or `None`, *optional*, defaults to `"prompt"`):
+            Output-side rows: column with the user request the text answers (given to the moderator as context).
+        side (`str`, *optional*, defaults to `"input"`):
+            Side of rows that have no side column.
+        max_samples (`int` or `None`, *optional*, defaults to `None`):
+            Evaluate at most this many rows (the first ones).
+        batch_size (`int`, *optional*, defaults to `64`):
+            Items per `moderate` call.
+        output_dir (`str` or `None`, *optional*, defaults to `None`):
+            Where to write metrics.json, the report and PR curves; `None`: print only.
+        target_fpr (`float` or `None`, *optional*, defaults to `None`):
+            Choose per-side, per-category thresholds whose false-positive rate on safe items is at most this.
+        thresholds_output (`str` or `None`, *optional*, defaults to `None`):
+            With `target_fpr`: a new YAML file that receives the moderation config with the chosen thresholds.
+        overwrite_output_dir (`bool`, *optional*, defaults to `False`):
+            Replace an output directory that already holds a finished evaluation.
+    """
+
+    moderation_config: str | None = field(
+        default=None, metadata={"help": "YAML file with a `moderation:` mapping."}
+    )
+    moderation: dict[str, Any] | str | None = field(
+        default=None,
+        metadata={
+            "help": "The `moderation:` mapping inline, e.g. '{backend: rules}' (replaces moderation_config)."
+        },
+    )
+    dataset_name: str = field(
+        default="builtin", metadata={"help": "'builtin', a local file/folder, or a Hub id."}
+    )
+    dataset_config: str | None = field(
+        default=None, metadata={"help": "Configuration name of a Hub dataset."}
+    )
+    dataset_split: str = field(default="test", metadata={"help": "Split to evaluate."})
+    task_seed: int = field(default=0, metadata={"help": "Built-in task only: seed of the generated data."})
+    text_column: str = field(default="text", metadata={"help": "Column holding the text to moderate."})
+    label_columns: dict[str, Any] | str | None = field(
+        default=None,
+        metadata={
+            "help": "Label columns mapped to category ids, e.g. '{toxic: hate, threat: violent_crimes}', "
+            "or column names (mapped by label_mapping)."
+        },
+    )
+    categories_column: str | None = field(
+        default="categories", metadata={"help": "Column holding a list of labels per row."}
+    )
+    unsafe_column: str | None = field(
+        default="unsafe", metadata={"help": "Column holding the overall unsafe label."}
+    )
+    label_mapping: str | None = field(default=None, metadata={"help": "Label table from categories.yaml."})
+    categories: list[str] | None = field(default=None, metadata={"help": "Categories to report, in order."})
+    side_column: str | None = field(
+        default="side", metadata={"help": "Column saying input or output per row."}
+    )
+    prompt_column: str | None = field(
+        default="prompt", metadata={"help": "Output rows: the request answered."}
+    )
+    side: str = field(
+        default="input",
+        metadata={"help": "Side of rows without a side column.", "choices": ["input", "output"]},
+    )
+    max_samples: int | None = field(default=None, metadata={"help": "Evaluate at most this many rows."})
+    batch_size: int = field(default=64, metadata={"help": "Items per moderate() call."})
+    output_dir: str | None = field(default=None, metadata={"help": "Where to write metrics.json and plots."})
+    target_fpr: float | None = field(
+        default=None, metadata={"help": "Pick thresholds for this FPR on safe items."}
+    )
+    thresholds_output: str | None = field(
+        default=None, metadata={"help": "New YAML file for the tuned config."}
+    )
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "Replace a finished evaluation."})
+
+    def __post_init__(self):
+        self.label_columns = parse_label_columns(self.label_columns)
+        if isinstance(self.moderation, str):  # given on the command line as YAML/JSON text
+            parsed = yaml.safe_load(self.moderation)
+            if not isinstance(parsed, dict):
+                raise ValueError(
+                    f"moderation must be a mapping such as '{{backend: rules}}', got {self.moderation!r}"
+                )
+            self.moderation = parsed
+        if self.moderation is None and not self.moderation_config:
+            raise ValueError("set moderation_config (a YAML file with a `moderation:` mapping) or moderation")
+        if self.target_fpr is not None and not 0.0 <= self.target_fpr <= 1.0:
+            raise ValueError(f"target_fpr must be in [0, 1], got {self.target_fpr}")
+        if self.thresholds_output and self.target_fpr is None:
+            raise ValueError("thresholds_output needs target_fpr")
+
+
+def choose_thresholds(results, examples: Examples, target_fpr: float) -> dict[str, dict[str, float]]:
+    """Per side and category, the lowest threshold with FPR <= target on that side's safe items.
+
+    Positives are the items labelled with the category, negatives the safe items. A (side, category)
+    without positives or without safe items is left out (its threshold stays as configured).
+    """
+    chosen: dict[str, dict[str, float]] = {}
+    per_scores = [result_scores(r, examples.categories)[0] for r in results]
+    for side in ("input", "output"):
+        for k, cid in enumerate(examples.categories):
+            idx = [
+                i
+                for i, s in enumerate(examples.sides)
+                if s == side and (examples.labels[i][k] or not examples.unsafe[i])
+            ]
+            y = [examples.labels[i][k] for i in idx]
+            if not any(y) or all(y):
+                continue
+            chosen.setdefault(side, {})[cid] = round(
+                threshold_for_fpr(y, [per_scores[i][k] for i in idx], target_fpr), 6
+            )
+    return chosen
+
+
+def with_thresholds(document: dict[str, Any], chosen: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """A copy of a config document (``moderation:`` mapping at top level or under ``moderation``) whose
+    classifier (or guard) thresholds are replaced by ``chosen``."""
+    document = copy.deepcopy(document)
+    mapping = document.get("moderation", document)
+    mapping.pop("_base_dir", None)
+    backend = mapping.get("backend", "rules")
+    if backend in ("classifier", "cascade") and "classifier" in mapping:
+        section = mapping["classifier"]
+        old = section.get("thresholds", 0.5)
+        base = dict(old) if isinstance(old, dict) else {"default": float(old)}
+        for side, values in chosen.items():
+            side_old = base.get(side, {})
+            side_map = dict(side_old) if isinstance(side_old, dict) else {"default": float(side_old)}
+            side_map.update(values)
+            base[side] = side_map
+        section["thresholds"] = base
+    elif backend == "guard":
+        # one threshold per side: the strictest (highest) of the categories' choices
+        mapping["guard"]["threshold"] = {
+            side: max(values.values()) for side, values in chosen.items() if values
+        }
+    else:
+        raise ModerationConfigError(f"backend '{backend}' has no thresholds to tune (rules cannot score)")
+    return document
+
+
+def _pin_model_paths(document: dict[str, Any], mapping: dict[str, Any]) -> dict[str, Any]:
+    """Make model paths that were relative to the input config's folder absolute, so the tuned copy
+    (written elsewhere) still finds them."""
+    tuned = document.get("moderation", document)
+    for key in ("classifier", "guard"):
+        section = tuned.get(key)
+        if isinstance(section, dict) and isinstance(section.get("model"), str):
+            resolved = resolve_path(section["model"], mapping)
+            if resolved != section["model"]:
+                section["model"] = str(Path(resolved).resolve())
+    return document
+
+
+def main(args: ModerationEvalArguments) -> dict[str, Any]:
+    """Evaluate, print the table and the headline numbers, write outputs; returns the metrics.
+
+    A mistake in the moderation config or the dataset's columns raises ConfigError (one line naming the
+    key or column and the file) before anything is written.
+    """
+    source = "inline" if args.moderation is not None else args.moderation_config
+    try:
+        if args.moderation is not None:
+            mapping, document = dict(args.moderation), {"moderation": dict(args.moderation)}
+        else:
+            mapping = load_moderation_config(args.moderation_config)
+            document = yaml.safe_load(Path(args.moderation_config).read_text()) or {}
+        if args.thresholds_output:
+            out_path = Path(args.thresholds_output)
+            if args.moderation_config and out_path.resolve() == Path(args.moderation_config).resolve():
+                raise ConfigError("thresholds_output must be a new file, not the input moderation_config")
+            if out_path.exists() and not args.overwrite_output_dir:
+                raise ConfigError(
+                    f"thresholds_output '{out_path}' already exists; choose a new file "
+                    "(or pass --overwrite_output_dir true to replace it)"
+                )
+            if mapping.get("backend", "rules") == "rules":
+                raise ConfigError(
+                    f"{source}: backend 'rules' has no thresholds to tune; target_fpr needs a classifier, "
+                    "guard or cascade moderator"
+                )
+        dataset = load_split(args.dataset_name, args.dataset_split, args.dataset_config, args.task_seed)
+        if args.max_samples is not None:
+            dataset = dataset.select(range(min(args.max_samples, len(dataset))))
+        examples = build_examples(
+            dataset,
+            text_column=args.text_column,
+            label_columns=args.label_columns,
+            categories_column=args.categories_column,
+            unsafe_column=args.unsafe_column,
+            label_mapping_name=args.label_mapping,
+            categories=args.categories,
+            side_column=args.side_column,
+            prompt_column=args.prompt_column,
+            default_side=args.side,
+            source=args.dataset_name,
+        )
+        taxonomy = mapping.get("taxonomy")
+        known = load_taxonomy(
+            resolve_path(str(taxonomy), mapping) if taxonomy not in (None, "default") else None
+        )
+        unknown = [c for c in examples.categories if c not in known]
+        if unknown:
+            raise ConfigError(
+                f"{args.dataset_name}: labels map to unknown category id(s) {unknown}; map each label column "
+                "to a category, e.g. label_columns: {toxic: hate}, or set label_mapping "
+                f"(category ids: {', '.join(known)})"
+            )
+        moderator = build_moderator(mapping)
+    except ModerationConfigError as err:
+        message = str(err)
+        raise ConfigError(message if message.startswith(str(source)) else f"{source}: {message}") from None
+    except (DatasetError, ValueError) as err:  # ValueError: an unknown label mapping or category id
+        raise ConfigError(str(err).splitlines()[0]) from None
+    output_dir = prepare_output_dir(args.output_dir, args.overwrite_output_dir) if args.output_dir else None
+
+    results = run_moderator(moderator, examples, batch_size=args.batch_size)
+    scores = score_examples(results, examples)
+    table = format_table(scores)
+    print(
+        f"moderator: {moderator.name} ({source}); dataset: {args.dataset_name} [{args.dataset_split}], {len(examples)} rows"
+    )
+    print(table)
+    print(
+        f"overall: AUPRC {scores['overall_auprc']:.4f}  F1 {scores['overall_f1']:.4f}  "
+        f"FPR (over-refusal) {scores['overall_fpr']:.4f}  precision {scores['overall_precision']:.4f}  "
+        f"recall {scores['overall_recall']:.4f}"
+    )
+    metrics = flat_metrics(scores)
+    metrics["per_category"] = scores["per_category"]
+    if args.target_fpr is not None:
+        chosen = choose_thresholds(results, examples, args.target_fpr)
+        metrics["chosen_thresholds"] = chosen
+        print(f"thresholds for FPR <= {args.target_fpr}: {json.dumps(chosen)}")
+        if args.thresholds_output:
+            tuned = _pin_model_paths(with_thresholds(document, chosen), mapping)
+            header = (
+                f"# {source} with thresholds chosen by `rlhf moderation-eval` for a false-positive rate <= "
+                f"{args.target_fpr} on {args.dataset_name} [{args.dataset_split}]\n"
+            )
+            Path(args.thresholds_output).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.thresholds_output).write_text(header + yaml.safe_dump(tuned, sort_keys=False))
+            print(f"wrote {args.thresholds_output}")
+    if output_dir is not None:
+        (output_dir / "report.txt").write_text(table + "\n")
+        plot_pr_curves(output_dir / "pr_curve.png", scores, title=f"{moderator.name}: precision-recall")
+        save_config(output_dir, args)
+        write_metrics(output_dir, metrics)
+    return metrics
+
+
+def cli(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "-h" in argv or "--help" in argv:  # what the command does, before the list of options
+        print(__doc__.strip() + "\n")
+    return run_cli(main, (ModerationEvalArguments,), "rlhf moderation-eval", argv)
+
+
+if __name__ == "__main__":
+    cli()
