@@ -28,6 +28,8 @@ class DataArguments:
             People in the world; each has 4 facts (city, job, pet, favourite colour).
         docs_per_person (`int`, *optional*, defaults to `48`):
             Pretraining documents per person.
+        preference_copies (`int`, *optional*, defaults to `4`):
+            Training preference pairs per (fact, question template), each with freshly sampled answers.
         sft_copies (`int`, *optional*, defaults to `2`):
             SFT demonstrations per (fact, training question template), each in a sampled style.
         moderation_per_category (`int`, *optional*, defaults to `180`):
@@ -42,6 +44,9 @@ class DataArguments:
     num_people: int = field(default=24, metadata={"help": "People in the world (4 facts each)."})
     docs_per_person: int = field(default=48, metadata={"help": "Pretraining documents per person."})
     sft_copies: int = field(default=2, metadata={"help": "SFT demonstrations per (fact, question template)."})
+    preference_copies: int = field(
+        default=4, metadata={"help": "Training preference pairs per (fact, question template)."}
+    )
     moderation_per_category: int = field(
         default=180, metadata={"help": "Unsafe moderation training items per category."}
     )
@@ -53,6 +58,7 @@ class DataArguments:
             "num_people": self.num_people,
             "docs_per_person": self.docs_per_person,
             "sft_copies": self.sft_copies,
+            "preference_copies": self.preference_copies,
             "moderation_per_category": self.moderation_per_category,
         }
 

@@ -100,6 +100,12 @@ class RLScriptArguments(DatasetArguments):
             Longest answer in that evaluation (`None`: the algorithm's response length).
         eval_generation_batch_size (`int`, *optional*, defaults to `64`):
             Prompts per `generate` call in that evaluation.
+        eval_do_sample (`bool`, *optional*, defaults to `False`):
+            Sample the evaluation answers (at `eval_temperature`, same seed for both policies) instead of
+            decoding greedily. RL optimises the reward of *sampled* answers; greedy decoding hides the flawed
+            answers a policy still gives some of the time.
+        eval_temperature (`float`, *optional*, defaults to `1.0`):
+            Sampling temperature of that evaluation.
         kl_samples_per_prompt (`int`, *optional*, defaults to `1`):
             Sampled answers per held-out prompt for the KL estimate.
         bootstrap_resamples (`int`, *optional*, defaults to `10000`):
@@ -129,6 +135,8 @@ class RLScriptArguments(DatasetArguments):
         default=None, metadata={"help": "Longest evaluation answer (None: the algorithm's response length)."}
     )
     eval_generation_batch_size: int = field(default=64, metadata={"help": "Prompts per generate call."})
+    eval_do_sample: bool = field(default=False, metadata={"help": "Sample evaluation answers (else greedy)."})
+    eval_temperature: float = field(default=1.0, metadata={"help": "Evaluation sampling temperature."})
     kl_samples_per_prompt: int = field(default=1, metadata={"help": "Sampled answers per prompt for the KL."})
     bootstrap_resamples: int = field(
         default=10_000, metadata={"help": "Resamples of the bootstrap interval."}
@@ -420,6 +428,9 @@ def _responses(model, tokenizer, prompts, script_args, training_args, adapter: b
     kwargs = dict(
         max_new_tokens=script_args.eval_max_new_tokens or response_length(training_args),
         batch_size=script_args.eval_generation_batch_size,
+        do_sample=script_args.eval_do_sample,
+        temperature=script_args.eval_temperature,
+        seed=training_args.seed,
     )
     if adapter or not hasattr(model, "disable_adapter"):
         return generate_responses(model, tokenizer, prompts, **kwargs)
@@ -428,7 +439,8 @@ def _responses(model, tokenizer, prompts, script_args, training_args, adapter: b
 
 
 def compare_policies(policy, reference, reward_model, tokenizer, test, script_args, training_args):
-    """Greedy answers of the SFT and RL policies to the same held-out prompts, scored; KL of RL to SFT."""
+    """Answers of the SFT and RL policies to the same held-out prompts (greedy, or sampled with the same seed),
+    scored; KL of RL to SFT."""
     n = min(script_args.eval_prompts, len(test))
     if n == 0:
         return [], {}

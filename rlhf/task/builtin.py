@@ -26,6 +26,7 @@ DEFAULTS = {
     "num_people": 24,  # 4 facts each; the quickstart's pretraining budget is sized for this
     "docs_per_person": 48,  # training documents per person, each stating all 4 facts
     "sft_copies": 2,  # demonstrations per (fact, training question template)
+    "preference_copies": 4,  # training preference pairs per (fact, question template); test keeps one
     "moderation_per_category": 180,  # unsafe training items per category (test: a third of it)
 }
 
@@ -93,14 +94,16 @@ def sft_rows(world: World, copies: int) -> dict[str, list[dict]]:
     return {"train": train, "test": test}
 
 
-def preference_rows(world: World) -> dict[str, list[dict]]:
-    """One pair per question: usually a good answer against a flawed one, sometimes two flawed ones."""
+def preference_rows(world: World, copies: int = 1) -> dict[str, list[dict]]:
+    """Pairs per question (``copies`` for train, one for test): usually a good answer against a flawed one,
+    sometimes two flawed ones."""
     judge = GoldJudge(world)
     splits = {}
     for split in ("train", "test"):
         rng = rng_for(world.seed, "preference", split)
         rows = []
-        for fact, q in _questions(world, split):
+        questions = list(_questions(world, split)) * (copies if split == "train" else 1)
+        for fact, q in questions:
             while True:
                 first = "good" if rng.random() < 0.7 else rng.choice(STYLES[1:])
                 second = rng.choice([s for s in STYLES if s != first])
@@ -129,7 +132,7 @@ def _rows(kind: str, seed: int, knobs: tuple) -> dict[str, list[dict]]:
     if kind == "sft":
         return sft_rows(world, options["sft_copies"])
     if kind == "preference":
-        return preference_rows(world)
+        return preference_rows(world, options["preference_copies"])
     if kind == "prompts":
         return prompts_rows(world)
     per_category = options["moderation_per_category"]
