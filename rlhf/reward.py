@@ -14,6 +14,7 @@ value model), ``rewards.png`` (chosen vs rejected rewards on held-out pairs), ``
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -178,7 +179,6 @@ def main(script_args: RewardScriptArguments, training_args: RewardConfig, model_
         f"reward: {len(train)} train / {len(test)} held-out pairs; {trainable:,} of {total:,} parameters trainable"
     )
     train_result = trainer.train()
-    eval_metrics = trainer.evaluate()
     trainer.save_model(str(output_dir))
     restore_hub_push(training_args, push_to_hub)
 
@@ -186,7 +186,6 @@ def main(script_args: RewardScriptArguments, training_args: RewardConfig, model_
         "train_loss": last_logged(trainer.state.log_history, "loss"),
         "train_loss_first": next((e["loss"] for e in trainer.state.log_history if "loss" in e), None),
         "train_accuracy": last_logged(trainer.state.log_history, "accuracy"),
-        "eval_loss": eval_metrics.get("eval_loss"),
         "steps": trainer.state.global_step,
         "train_runtime_s": train_result.metrics.get("train_runtime"),
         "train_samples_per_second": train_result.metrics.get("train_samples_per_second"),
@@ -226,6 +225,9 @@ def evaluate_pairs(
     metrics = {
         "pairwise_accuracy": pairwise_accuracy(chosen, rejected),
         "mean_margin": sum(margins) / max(len(margins), 1),
+        # the Bradley-Terry loss the trainer minimises (without its centring term), on held-out pairs
+        "eval_loss": sum(max(-m, 0.0) + math.log1p(math.exp(-abs(m))) for m in margins)
+        / max(len(margins), 1),
         "mean_reward_chosen": sum(chosen) / max(n, 1),
         "mean_reward_rejected": sum(rejected) / max(n, 1),
         "eval_pairs": n,

@@ -56,6 +56,8 @@ class SFTScriptArguments(DatasetArguments):
             Tokenizer to use (`None`: the model's own).
         gguf_file (`str` or `None`, *optional*, defaults to `None`):
             GGUF file inside `model_name_or_path` to load (or give the `.gguf` path as `model_name_or_path`).
+        eval_rows (`int` or `None`, *optional*, defaults to `None`):
+            Held-out rows the evaluation loss is computed on (`None`: all of the test split).
         eval_prompts (`int`, *optional*, defaults to `200`):
             Held-out prompts answered after training for the gold-judge accuracy (0: skip).
         eval_max_new_tokens (`int`, *optional*, defaults to `48`):
@@ -74,6 +76,9 @@ class SFTScriptArguments(DatasetArguments):
         default=None, metadata={"help": "Tokenizer (None: the model's)."}
     )
     gguf_file: str | None = field(default=None, metadata={"help": "GGUF file inside model_name_or_path."})
+    eval_rows: int | None = field(
+        default=None, metadata={"help": "Held-out rows for the evaluation loss (None: all)."}
+    )
     eval_prompts: int = field(
         default=200, metadata={"help": "Held-out prompts for the gold evaluation (0: skip)."}
     )
@@ -143,7 +148,7 @@ def main(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: 
         model=model,
         args=training_args,
         train_dataset=data["train"],
-        eval_dataset=data["test"],
+        eval_dataset=_head(data["test"], script_args.eval_rows),
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
     )
@@ -190,6 +195,10 @@ def main(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: 
     trainer.accelerator.wait_for_everyone()
     reset_accelerate_state()
     return metrics
+
+
+def _head(dataset, rows: int | None):
+    return dataset if rows is None else dataset.select(range(min(rows, len(dataset))))
 
 
 def evaluate_answers(
