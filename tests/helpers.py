@@ -238,11 +238,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def launch_env() -> dict[str, str]:
+    """This environment with its own bin/ first on PATH: accelerate finds mpirun (the `mpich` wheel) there."""
+    return {
+        **os.environ,
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+    }
+
+
 def accelerate_launch(module: str, config: Path, timeout: int = 300) -> subprocess.CompletedProcess:
     """Run ``python -m module --config config`` as 2 CPU processes under launch/cpu_ddp.yaml."""
     command = [
         str(Path(sys.executable).with_name("accelerate")), "launch", "--config_file", "launch/cpu_ddp.yaml",
         "--main_process_port", str(_free_port()), "-m", module, "--config", str(config),
     ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**launch_env(), "OMP_NUM_THREADS": "1"}
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)

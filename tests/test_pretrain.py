@@ -2,7 +2,6 @@
 
 import json
 import math
-import os
 import signal
 import socket
 import subprocess
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from helpers import launch_env
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -50,7 +50,7 @@ def argv(output_dir, **overrides) -> list[str]:
 
 
 def run_stage(args: list[str], env_extra=None, launcher=None) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env_extra or {})}
+    env = {**launch_env(), "PYTHONUNBUFFERED": "1", **(env_extra or {})}
     command = (launcher or [sys.executable]) + ["-m", "rlhf.pretrain", *args]
     return subprocess.Popen(
         command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
