@@ -379,11 +379,8 @@ def plot_histogram(
     path: str | os.PathLike, series: dict[str, Sequence[float]], title: str, xlabel: str, bins: int = 30
 ) -> Path | None:
     """Overlaid histograms of named series into a PNG; returns None without matplotlib."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+    try:  # a bare Figure: no pyplot state, and a notebook's backend is left alone
+        from matplotlib.figure import Figure
     except ImportError:
         logger.warning("matplotlib is not installed (pip install 'rlhf[plots]'); skipping %s", path)
         return None
@@ -391,7 +388,8 @@ def plot_histogram(
     if not values:
         return None
     edges = np.histogram_bin_edges(values, bins=bins)
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    fig = Figure(figsize=(7, 4.2), dpi=110)
+    ax = fig.subplots()
     for name, vs in series.items():
         ax.hist(vs, bins=edges, alpha=0.55, label=f"{name} (n={len(vs)})")
     ax.set_title(title)
@@ -402,7 +400,6 @@ def plot_histogram(
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path)
-    plt.close(fig)
     return path
 
 

@@ -76,15 +76,13 @@ def plot_curves(
     ylabel: str = "loss",
 ) -> Path | None:
     """Draw one line per named series of (x, y) points into a PNG; returns None without matplotlib."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+    try:  # a bare Figure: no pyplot state, and a notebook's backend is left alone
+        from matplotlib.figure import Figure
     except ImportError:
         logger.warning("matplotlib is not installed (pip install 'rlhf[plots]'); skipping %s", path)
         return None
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    fig = Figure(figsize=(7, 4.2), dpi=110)
+    ax = fig.subplots()
     for name, points in curves.items():
         if points:
             xs, ys = zip(*points, strict=True)
@@ -98,7 +96,6 @@ def plot_curves(
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path)
-    plt.close(fig)
     return path
 
 
