@@ -942,13 +942,13 @@ def block_rates(pipe: Pipeline, texts: Sequence[str], unsafe: Sequence[int]) -> 
 def demo_pipeline(
     config_path: str | os.PathLike,
     output_dir: str | os.PathLike,
-    max_prompts: int = 200,
+    max_prompts: int | None = None,
     split: str = "test",
     dataset_name: str = "builtin",
 ) -> dict[str, Any]:
     """The quickstart's last step: build the pipeline from ``config_path`` (its ``runs/quickstart`` paths,
     and those inside its moderation file, pointed at ``output_dir``) and run the built-in task's held-out
-    user prompts (side "input" of the moderation data, up to ``max_prompts``, safe and unsafe halves)
+    user prompts (side "input" of the moderation data: all of them, or ``max_prompts``, safe and unsafe halves)
     through it. ``dataset_name``: any moderation dataset `rlhf moderation-eval` reads (with ``text``,
     ``side`` and ``unsafe`` columns) instead of the built-in one.
 
@@ -975,8 +975,10 @@ def demo_pipeline(
 
     data = load_split(dataset_name, split)
     rows = [r for r in data if r["side"] == "input"]
-    safe = [r for r in rows if not r["unsafe"]][: max_prompts // 2]
-    unsafe = [r for r in rows if r["unsafe"]][: max_prompts - len(safe)]
+    safe, unsafe = [r for r in rows if not r["unsafe"]], [r for r in rows if r["unsafe"]]
+    if max_prompts is not None:
+        safe = safe[: max_prompts // 2]
+        unsafe = unsafe[: max_prompts - len(safe)]
     chosen = safe + unsafe
     metrics = block_rates(pipe, [r["text"] for r in chosen], [int(r["unsafe"]) for r in chosen])
     responses = metrics.pop("responses")
