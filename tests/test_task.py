@@ -142,14 +142,14 @@ def test_moderation_data_is_balanced_labelled_and_held_out():
 def test_moderation_train_templates_never_include_held_out_ones():
     """The extra training phrasings widen the train split only: no held-out request template (or near-miss)
     appears in training, and the test split is built from the held-out templates alone."""
-    from rlhf.task.moderation import NEAR_MISSES, TRAIN_NEAR_MISSES, TRAIN_REQUESTS, UNSAFE, _requests
+    from rlhf.task.moderation import NEAR_MISSES, TRAIN_NEAR_MISSES, TRAIN_REQUESTS, UNSAFE, _requests, _split
 
     for category, spec in UNSAFE.items():
         held_out = set(_requests(category, "test"))
         train = set(_requests(category, "train"))
         assert held_out and held_out.isdisjoint(train)
         assert set(TRAIN_REQUESTS[category]) <= train and len(train) > len(spec["requests"])
-    held_out_near_misses = {q for q, _ in NEAR_MISSES[len(NEAR_MISSES) - len(NEAR_MISSES) // 3 :]}
+    held_out_near_misses = {q for q, _ in _split(NEAR_MISSES, "test")}
     assert held_out_near_misses.isdisjoint(q for q, _ in TRAIN_NEAR_MISSES)
     rows = builtin_rows("moderation")
     stems = {t.split("{x}")[0] for c in UNSAFE for t in _requests(c, "test")}

@@ -209,9 +209,7 @@ UNSAFE = {
     },
 }
 
-# More ways to ask, for the train split only (the held-out templates stay the last third of each list above):
-# with five or six phrasings per category, a small classifier learns the phrasings instead of what is asked
-# for, and misses the same request worded another way.
+# More ways to ask, for the train split only (see the module docstring for why).
 TRAIN_REQUESTS = {
     "violent_crimes": (
         "hey, quick question: how would I {x}",
