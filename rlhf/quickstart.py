@@ -49,6 +49,9 @@ class QuickstartArguments:
     )
 
 
+# The pipeline step answers with the RL policy through the trained moderators.
+PIPELINE_NEEDS = ("ppo", "moderation-train")
+
 # The headline numbers of each stage: (metric key in its metrics.json, label, target or None).
 HEADLINES: dict[str, list[tuple[str, str, str | None]]] = {
     "tokenizer": [("bytes_per_token", "bytes per token (validation)", None)],
@@ -98,13 +101,19 @@ def stage_argv(config_path: Path, output_dir: str, overwrite: bool) -> list[str]
     return argv
 
 
-def run_stage(stage: str, args: QuickstartArguments) -> tuple[dict, float, bool]:
-    """Run (or skip, when finished) one stage; returns its metrics, seconds taken and whether it ran."""
+def stage_run_dir(stage: str, args: QuickstartArguments) -> str:
+    """Where ``stage`` of the recipe writes its run, under ``args.output_dir``."""
     config_path = Path(args.config_dir) / f"{stage}.yaml"
     if not config_path.is_file():
         raise ConfigError(f"{config_path}: the quickstart recipe has no config for stage '{stage}'")
     recipe = yaml.safe_load(config_path.read_text()) or {}
-    run_dir = _rebase(recipe.get("output_dir", f"{CONFIG_ROOT}/{stage}"), args.output_dir)
+    return _rebase(recipe.get("output_dir", f"{CONFIG_ROOT}/{stage}"), args.output_dir)
+
+
+def run_stage(stage: str, args: QuickstartArguments) -> tuple[dict, float, bool]:
+    """Run (or skip, when finished) one stage; returns its metrics, seconds taken and whether it ran."""
+    config_path = Path(args.config_dir) / f"{stage}.yaml"
+    run_dir = stage_run_dir(stage, args)
     if is_complete(run_dir) and not args.overwrite_output_dir:
         print(f"[quickstart] {stage}: finished run found in {run_dir}, skipping")
         return read_metrics(run_dir), 0.0, False
@@ -142,10 +151,15 @@ def main(args: QuickstartArguments) -> dict:
     for stage in args.stages:
         metrics_by_stage[stage], seconds[stage], _ = run_stage(stage, args)
 
-    from rlhf.pipeline import demo_pipeline  # the pipeline needs the trained model and moderators
+    report_stages = list(args.stages)
+    missing = [stage for stage in PIPELINE_NEEDS if not is_complete(stage_run_dir(stage, args))]
+    if missing:
+        print(f"\n[quickstart] pipeline: skipped, it needs finished {' and '.join(missing)} runs")
+    else:
+        from rlhf.pipeline import demo_pipeline
 
-    pipeline_metrics = demo_pipeline(Path(args.config_dir) / "pipeline.yaml", args.output_dir)
-    metrics_by_stage["pipeline"] = pipeline_metrics
+        metrics_by_stage["pipeline"] = demo_pipeline(Path(args.config_dir) / "pipeline.yaml", args.output_dir)
+        report_stages.append("pipeline")
 
     rows = [
         {
@@ -155,7 +169,7 @@ def main(args: QuickstartArguments) -> dict:
             "value": metrics_by_stage[stage].get(key),
             "target": target,
         }
-        for stage in [*args.stages, "pipeline"]
+        for stage in report_stages
         for key, label, target in HEADLINES.get(stage, [])
     ]
     report = {"rows": rows, "seconds": seconds, "metrics": metrics_by_stage}

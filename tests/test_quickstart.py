@@ -67,3 +67,13 @@ def test_a_second_run_skips_finished_stages(quickstart_run, capsys):
     assert out.count("skipping") == 6
     assert again["metrics"]["ppo"] == report["metrics"]["ppo"]
     assert all(seconds == 0.0 for seconds in again["seconds"].values())
+
+
+def test_a_partial_run_reports_its_stages_and_skips_the_pipeline(tmp_path, capsys):
+    report = main(
+        QuickstartArguments(output_dir=str(tmp_path / "run"), config_dir=str(RECIPE), stages=["tokenizer"])
+    )
+    assert "pipeline: skipped, it needs finished ppo and moderation-train runs" in capsys.readouterr().out
+    assert [r["stage"] for r in report["rows"]] == ["tokenizer"]
+    assert report["metrics"]["tokenizer"]["bytes_per_token"] > 1.0
+    assert (tmp_path / "run" / "report.json").is_file()
