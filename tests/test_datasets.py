@@ -210,8 +210,18 @@ def test_builtin_task_kinds_have_the_trl_columns():
     pytest.importorskip("rlhf.task")
     for kind, columns in {
         "sft": {"prompt", "completion"},
-        "preference": {"prompt", "chosen", "rejected"},
+        "preference": {"prompt", "chosen", "rejected", "margin"},
     }.items():
         data = load_dataset_for(kind, "builtin")
         assert set(data["train"].column_names) == columns and len(data["test"]) > 0
     assert load_dataset_for("prompts", "builtin")["test"].column_names == ["prompt"]
+
+
+def test_a_preference_margin_column_reaches_the_reward_trainer(tmp_path):
+    rows = [{**row, "margin": 0.1 * i} for i, row in enumerate(toy_preference_rows())]
+    folder = write_toy_splits(tmp_path / "pref", rows, n_test=5)
+    data = load_dataset_for("preference", str(folder))
+    assert set(data["train"].column_names) == {"prompt", "chosen", "rejected", "margin"}
+    assert data["train"]["margin"] == pytest.approx([0.1 * i for i in range(len(rows) - 5)])
+    sft = load_dataset_for("sft", str(write_toy_splits(tmp_path / "sft", toy_sft_rows(), n_test=2)))
+    assert "margin" not in sft["train"].column_names
