@@ -30,6 +30,11 @@ class DataArguments:
             Pretraining documents per person.
         preference_copies (`int`, *optional*, defaults to `4`):
             Training preference pairs per (fact, question template), each with freshly sampled answers.
+        contrast_copies (`int`, *optional*, defaults to `1`):
+            Extra training preference pairs per (fact, question template) whose two answers differ only in the
+            object named (right vs wrong).
+        margin_scale (`float`, *optional*, defaults to `0.5`):
+            Preference rows get a `margin` column: this times the gold judge's score gap (`0`: no column).
         sft_copies (`int`, *optional*, defaults to `2`):
             SFT demonstrations per (fact, training question template), each in a sampled style.
         moderation_per_category (`int`, *optional*, defaults to `180`):
@@ -47,18 +52,27 @@ class DataArguments:
     preference_copies: int = field(
         default=4, metadata={"help": "Training preference pairs per (fact, question template)."}
     )
+    contrast_copies: int = field(
+        default=1,
+        metadata={"help": "Extra training pairs per (fact, question) differing only in the object."},
+    )
+    margin_scale: float = field(
+        default=0.5, metadata={"help": "Preference margin = this x the gold score gap (0: no margin column)."}
+    )
     moderation_per_category: int = field(
         default=180, metadata={"help": "Unsafe moderation training items per category."}
     )
     output_dir: str = field(default="data/builtin", metadata={"help": "Output directory."})
     overwrite_output_dir: bool = field(default=False, metadata={"help": "Replace data written before."})
 
-    def task_kwargs(self) -> dict[str, int]:
+    def task_kwargs(self) -> dict[str, float]:
         return {
             "num_people": self.num_people,
             "docs_per_person": self.docs_per_person,
             "sft_copies": self.sft_copies,
             "preference_copies": self.preference_copies,
+            "contrast_copies": self.contrast_copies,
+            "margin_scale": self.margin_scale,
             "moderation_per_category": self.moderation_per_category,
         }
 

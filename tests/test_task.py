@@ -195,3 +195,37 @@ def test_data_stage_writes_readable_identical_files(tmp_path, capsys):
 def test_statement_templates_end_with_the_object():
     for templates in STATEMENTS.values():
         assert all(t.endswith("{o}.") for t in templates)
+
+
+def test_contrast_pairs_differ_only_in_the_object_and_leave_the_other_pairs_alone(judge):
+    rows = builtin_rows("preference")
+    plain = builtin_rows("preference", contrast_copies=0, margin_scale=0)
+    assert len(rows["train"]) == len(plain["train"]) + len(builtin_rows("prompts")["train"])
+    strip = [{k: v for k, v in r.items() if k != "margin"} for r in rows["train"][: len(plain["train"])]]
+    assert strip == plain["train"]
+    assert [{k: v for k, v in r.items() if k != "margin"} for r in rows["test"]] == plain["test"]
+    for row in rows["train"][len(plain["train"]) :]:
+        chosen = judge.breakdown(row["prompt"], row["chosen"])
+        rejected = judge.breakdown(row["prompt"], row["rejected"])
+        assert chosen["correct"] is True and rejected["correct"] is False and len(rejected["mentioned"]) == 1
+        words_c, words_r = row["chosen"][0]["content"].split(), row["rejected"][0]["content"].split()
+        assert (
+            len(words_c) == len(words_r) and sum(a != b for a, b in zip(words_c, words_r, strict=True)) == 1
+        )
+
+
+def test_preference_margins_are_half_the_gold_gap_and_never_zero(judge):
+    rows = builtin_rows("preference")
+    for split in ("train", "test"):
+        for row in rows[split]:
+            gap = judge.score(row["prompt"], row["chosen"]) - judge.score(row["prompt"], row["rejected"])
+            assert row["margin"] == pytest.approx(0.5 * gap) and gap >= 0.1 - 1e-9
+    assert "margin" not in builtin_rows("preference", margin_scale=0)["train"][0]
+
+
+def test_judge_scores_equally_flawed_answers_exactly_equal(world, judge):
+    fact = _fact(world, "city")
+    prompt = f"Where does {fact.subject} live?"
+    rambling = f"{fact.subject} lives in {fact.object}. One. Two. Three."  # 1 - 0.9
+    rude = f"Whatever. {fact.subject} lives in {fact.object}."  # 1 - 0.6 - 0.3
+    assert judge.score(prompt, rambling) == judge.score(prompt, rude)

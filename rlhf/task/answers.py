@@ -7,6 +7,7 @@ ranks them; nothing here decides quality by itself except the style name.
 from __future__ import annotations
 
 import random
+import re
 
 from rlhf.task.world import OBJECTS, STATEMENTS, Fact
 
@@ -82,6 +83,12 @@ def answer(fact: Fact, style: str, rng: random.Random) -> str:
     if style == "refusal":
         return rng.choice(REFUSALS)
     raise ValueError(f"unknown answer style '{style}'; expected one of {STYLES}")
+
+
+def swap_object(fact: Fact, text: str, rng: random.Random) -> str:
+    """``text`` (an answer naming ``fact``'s object once) with another object of the same relation in its place."""
+    wrong = rng.choice([o for o in OBJECTS[fact.relation] if o != fact.object])
+    return re.sub(rf"\b{re.escape(fact.object)}\b", wrong, text, count=1)
 
 
 def sample_style(rng: random.Random) -> str:

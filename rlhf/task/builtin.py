@@ -3,7 +3,7 @@
     load_builtin("pretrain")    train/validation: text                       (prose about the world)
     load_builtin("facts")       test: prompt, answer, subject, relation     (held-out statement phrasings)
     load_builtin("sft")         train/test: prompt, completion              (conversational; train is mixed quality)
-    load_builtin("preference")  train/test: prompt, chosen, rejected        (ranked by the gold judge)
+    load_builtin("preference")  train/test: prompt, chosen, rejected, margin (ranked by the gold judge)
     load_builtin("prompts")     train/test: prompt                          (prompt-only, for RL and evaluation)
     load_builtin("moderation")  train/test: text, side, prompt, unsafe, categories
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from rlhf.task.answers import GENERAL_SENTENCES, STYLES, answer, sample_style, statement
+from rlhf.task.answers import GENERAL_SENTENCES, STYLES, answer, sample_style, statement, swap_object
 from rlhf.task.judge import GoldJudge
 from rlhf.task.moderation import moderation_rows
 from rlhf.task.world import World, held_out_questions, rng_for, training_questions
@@ -27,6 +27,8 @@ DEFAULTS = {
     "docs_per_person": 48,  # training documents per person, each stating all 4 facts
     "sft_copies": 2,  # demonstrations per (fact, training question template)
     "preference_copies": 4,  # training preference pairs per (fact, question template); test keeps one
+    "contrast_copies": 1,  # extra training pairs per (fact, question template) that differ only in the object
+    "margin_scale": 0.5,  # margin column = this x the gold judge's score gap (0: no margin column)
     "moderation_per_category": 180,  # unsafe training items per category (test: a third of it)
 }
 
@@ -94,10 +96,23 @@ def sft_rows(world: World, copies: int) -> dict[str, list[dict]]:
     return {"train": train, "test": test}
 
 
-def preference_rows(world: World, copies: int = 1) -> dict[str, list[dict]]:
+def preference_rows(
+    world: World, copies: int = 1, contrast_copies: int = 0, margin_scale: float = 0.0
+) -> dict[str, list[dict]]:
     """Pairs per question (``copies`` for train, one for test): usually a good answer against a flawed one,
-    sometimes two flawed ones."""
+    sometimes two flawed ones. The train split also gets ``contrast_copies`` minimal pairs per question: an
+    answer that names the right object against the same answer naming a wrong one, the signal that teaches a
+    reward model to check facts and not only style. With ``margin_scale``, every row has a ``margin``: that
+    times the judge's score gap, which TRL's ``RewardTrainer`` asks the reward gap to exceed (a wrong fact,
+    gap 2.0, must be pushed further apart than a rambling sentence, gap 0.3)."""
     judge = GoldJudge(world)
+
+    def row(q: str, chosen: str, rejected: str) -> dict:
+        pair = {"prompt": _user(q), "chosen": _assistant(chosen), "rejected": _assistant(rejected)}
+        if margin_scale:
+            pair["margin"] = margin_scale * (judge.score(q, chosen) - judge.score(q, rejected))
+        return pair
+
     splits = {}
     for split in ("train", "test"):
         rng = rng_for(world.seed, "preference", split)
@@ -111,9 +126,12 @@ def preference_rows(world: World, copies: int = 1) -> dict[str, list[dict]]:
                 score_a, score_b = judge.score(q, a), judge.score(q, b)
                 if score_a != score_b:
                     break
-            chosen, rejected = (a, b) if score_a > score_b else (b, a)
-            rows.append({"prompt": _user(q), "chosen": _assistant(chosen), "rejected": _assistant(rejected)})
+            rows.append(row(q, a, b) if score_a > score_b else row(q, b, a))
         splits[split] = rows
+    rng = rng_for(world.seed, "preference", "contrast")  # its own stream: the pairs above stay as they are
+    for fact, q in list(_questions(world, "train")) * contrast_copies:
+        right = answer(fact, rng.choice(("good", "good", "rude", "rambling")), rng)
+        splits["train"].append(row(q, right, swap_object(fact, right, rng)))
     return splits
 
 
@@ -132,7 +150,9 @@ def _rows(kind: str, seed: int, knobs: tuple) -> dict[str, list[dict]]:
     if kind == "sft":
         return sft_rows(world, options["sft_copies"])
     if kind == "preference":
-        return preference_rows(world, options["preference_copies"])
+        return preference_rows(
+            world, options["preference_copies"], options["contrast_copies"], options["margin_scale"]
+        )
     if kind == "prompts":
         return prompts_rows(world)
     per_category = options["moderation_per_category"]
