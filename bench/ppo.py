@@ -44,7 +44,7 @@ if sys.argv[1] == "policy":
     model = AutoModelForCausalLM.from_pretrained(sys.argv[2])
 else:
     sys.argv = ["rlhf.ppo", "--config", sys.argv[2]]
-    runpy.run_module("rlhf.ppo", run_name="__main__")
+    runpy.run_module("rlhf.ppo", run_name="__main__", alter_sys=True)  # as `python -m`: pickling finds __main__
 status = open("/proc/self/status").read()
 print("VmHWM_kB", next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM")))
 """
@@ -256,10 +256,10 @@ def process_peaks(config, policy_dir) -> dict[str, float]:
     """Peak resident memory (MB) of the PPO stage run as its own process, and of a process that loads one policy."""
 
     def peak(*args: str) -> float:
-        out = subprocess.run(
-            [sys.executable, "-c", PEAK_RSS, *args], check=True, capture_output=True, text=True
-        ).stdout
-        return int(out.split("VmHWM_kB")[-1].split()[0]) / 1024
+        done = subprocess.run([sys.executable, "-c", PEAK_RSS, *args], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"the {args[0]} memory run failed:\n{done.stderr[-3000:]}")
+        return int(done.stdout.split("VmHWM_kB")[-1].split()[0]) / 1024
 
     one_policy = peak("policy", str(policy_dir))
     stage = peak("ppo", str(config))
