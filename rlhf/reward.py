@@ -196,7 +196,8 @@ def main(script_args: RewardScriptArguments, training_args: RewardConfig, model_
         "bf16": bool(training_args.bf16),
     }
     if trainer.accelerator.is_main_process:
-        model = trainer.model
+        # without accelerate's mixed-precision forward: scores in the saved model's own precision
+        model = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
         if script_args.save_merged:
             save_merged(model, tokenizer, output_dir / "merged")
         rows, held_out = evaluate_pairs(model, tokenizer, test, script_args, training_args.seed)
