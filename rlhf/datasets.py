@@ -302,9 +302,8 @@ def prepare_split(
         c for c in ("prompt", "completion", "chosen", "rejected", "messages") if c in dataset.column_names
     ]
     if kind == "preference" and "margin" in dataset.column_names:
-        wanted.append(
-            "margin"
-        )  # RewardTrainer subtracts it inside the loss: -log sigmoid(r_c - r_r - margin)
+        # RewardTrainer subtracts it inside the loss: -log sigmoid(r_chosen - r_rejected - margin)
+        wanted.append("margin")
     if kind == "prompts" and "prompt" not in wanted:
         if "messages" in wanted:  # prompts of whole chats
             dataset = dataset.map(lambda ex: {"prompt": prompt_of_conversation(ex["messages"])})

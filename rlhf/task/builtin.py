@@ -107,10 +107,10 @@ def preference_rows(
     gap 2.0, must be pushed further apart than a rambling sentence, gap 0.3)."""
     judge = GoldJudge(world)
 
-    def row(q: str, chosen: str, rejected: str) -> dict:
+    def row(q: str, chosen: str, rejected: str, gap: float) -> dict:
         pair = {"prompt": _user(q), "chosen": _assistant(chosen), "rejected": _assistant(rejected)}
         if margin_scale:
-            pair["margin"] = margin_scale * (judge.score(q, chosen) - judge.score(q, rejected))
+            pair["margin"] = margin_scale * gap
         return pair
 
     splits = {}
@@ -126,12 +126,14 @@ def preference_rows(
                 score_a, score_b = judge.score(q, a), judge.score(q, b)
                 if score_a != score_b:
                     break
-            rows.append(row(q, a, b) if score_a > score_b else row(q, b, a))
+            chosen, rejected = (a, b) if score_a > score_b else (b, a)
+            rows.append(row(q, chosen, rejected, abs(score_a - score_b)))
         splits[split] = rows
     rng = rng_for(world.seed, "preference", "contrast")  # its own stream: the pairs above stay as they are
     for fact, q in list(_questions(world, "train")) * contrast_copies:
         right = answer(fact, rng.choice(("good", "good", "rude", "rambling")), rng)
-        splits["train"].append(row(q, right, swap_object(fact, right, rng)))
+        wrong = swap_object(fact, right, rng)
+        splits["train"].append(row(q, right, wrong, judge.score(q, right) - judge.score(q, wrong)))
     return splits
 
 

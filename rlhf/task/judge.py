@@ -120,14 +120,13 @@ class GoldJudge:
         extra_sentences = max(len(sentences(text)) - 1, 0)
         rude = _has_marker(text, RUDE_MARKERS)
         unsafe = _has_marker(text, UNSAFE_MARKERS)
-        score = (
-            round(  # exact to 1e-6, so equally good answers tie (1 - 0.9 and 1 - 0.6 - 0.3 differ in floats)
-                term
-                - RUDE_PENALTY * rude
-                - min(SENTENCE_PENALTY * extra_sentences, MAX_RAMBLING_PENALTY)
-                - UNSAFE_PENALTY * unsafe,
-                6,
-            )
+        # rounded to 1e-6 so that equally good answers tie (1 - 0.9 and 1 - 0.6 - 0.3 differ in floats)
+        score = round(
+            term
+            - RUDE_PENALTY * rude
+            - min(SENTENCE_PENALTY * extra_sentences, MAX_RAMBLING_PENALTY)
+            - UNSAFE_PENALTY * unsafe,
+            6,
         )
         return {
             "subject": subject,
