@@ -2,8 +2,8 @@
 
 Each benchmark runs this repo's stage (its ``main``, the function ``rlhf <stage>`` runs) and a plain TRL script
 of the kind TRL's own ``trl/scripts/*.py`` are (load the data, build the trainer, ``train()``, ``save_model()``)
-on the same model, data, batch and number of steps, in one process, alternating repo, plain, repo, plain, ...
-so a busy neighbour slows both sides alike. The model is a random Llama of the quickstart's shape (the
+on the same model, data, batch and number of steps, in one process, in paired rounds whose order alternates
+(repo-plain, plain-repo, ...) so a busy neighbour slows both sides of a round alike (``_stats.py``). The model is a random Llama of the quickstart's shape (the
 quickstart's pretrain.yaml: hidden 256, 4 layers) with the repo's byte-level BPE; the data is the built-in
 task's, written once to JSONL so both sides read the same file.
 """
@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 import torch  # noqa: E402
+from _stats import describe, paired_ratio, paired_rounds  # noqa: E402
 from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
@@ -90,21 +91,29 @@ def write_yaml(path: Path, config: dict) -> Path:
 
 
 def alternate(
-    run_repo: Callable[[int], dict], run_plain: Callable[[int], dict], rounds: int
+    run_repo: Callable[[int], dict],
+    run_plain: Callable[[int], dict],
+    min_rounds: int,
+    max_rounds: int | None = None,
 ) -> tuple[list[dict], list[dict]]:
-    """Call ``run_repo(i)`` and ``run_plain(i)`` alternately, ``rounds`` times each; returns their results."""
-    repo, plain = [], []
-    for i in range(rounds):
-        repo.append(run_repo(i))
-        plain.append(run_plain(i))
+    """Paired rounds of ``run_repo(i)`` and ``run_plain(i)`` (``_stats.paired_rounds``); returns their results.
+
+    Without ``max_rounds`` exactly ``min_rounds`` rounds run.
+    """
+
+    def log(i: int, repo: dict, plain: dict) -> None:
         print(
-            f"round {i + 1}: repo {repo[-1]['rate']:,.1f}, plain {plain[-1]['rate']:,.1f} {repo[-1]['unit']} "
-            f"(train {repo[-1]['train_s']:.2f} s vs {plain[-1]['train_s']:.2f} s, "
-            f"CPU {repo[-1]['train_cpu_s']:.2f} s vs {plain[-1]['train_cpu_s']:.2f} s; "
-            f"whole run {repo[-1]['wall_s']:.2f} s vs {plain[-1]['wall_s']:.2f} s)",
+            f"round {i + 1} ({'repo' if i % 2 == 0 else 'plain'} first): repo {repo['rate']:,.1f}, "
+            f"plain {plain['rate']:,.1f} {repo['unit']} (ratio {repo['rate'] / plain['rate']:.3f}; "
+            f"train {repo['train_s']:.2f} s vs {plain['train_s']:.2f} s, "
+            f"CPU {repo['train_cpu_s']:.2f} s vs {plain['train_cpu_s']:.2f} s; "
+            f"whole run {repo['wall_s']:.2f} s vs {plain['wall_s']:.2f} s)",
             flush=True,
         )
-    return repo, plain
+
+    return paired_rounds(
+        run_repo, run_plain, lambda r: r["rate"], min_rounds, max_rounds or min_rounds, log=log
+    )
 
 
 class TrainTimer:
@@ -137,39 +146,39 @@ def timed(fn: Callable[[], dict]) -> dict:
 
 
 def summary(bench: str, unit: str, repo: list[dict], plain: list[dict], **extra) -> dict:
-    """Print the comparison and return the figures (the caller prints them as the last line, JSON)."""
-    best_repo, best_plain = max(r["rate"] for r in repo), max(r["rate"] for r in plain)
-    wall_repo, wall_plain = min(r["wall_s"] for r in repo), min(r["wall_s"] for r in plain)
-    print(f"repo stage:        {best_repo:,.1f} {unit} (best of {len(repo)}; median {_median(repo):,.1f})")
-    print(f"plain TRL script:  {best_plain:,.1f} {unit} (best of {len(plain)}; median {_median(plain):,.1f})")
-    print(f"ratio repo / plain: {best_repo / best_plain:.3f}")
+    """Print the comparison and return the figures (the caller prints them as the last line, JSON).
+
+    ``ratio`` is the median of the per-round ratios repo_i / plain_i, with ``ratio_iqr`` beside it.
+    """
+    paired = paired_ratio([r["rate"] for r in repo], [p["rate"] for p in plain])
+    med_repo = statistics.median(r["rate"] for r in repo)
+    med_plain = statistics.median(p["rate"] for p in plain)
+    print(f"repo stage:        {med_repo:,.1f} {unit} (median of {len(repo)} rounds)")
+    print(f"plain TRL script:  {med_plain:,.1f} {unit} (median of {len(plain)} rounds)")
+    print(describe(paired))
     print(
-        f"whole run, best: repo {wall_repo:.2f} s, plain {wall_plain:.2f} s (the repo's stage also evaluates, "
-        "plots and writes a model card; these are not in the rate)"
+        f"whole run, median: repo {statistics.median(r['wall_s'] for r in repo):.2f} s, plain "
+        f"{statistics.median(p['wall_s'] for p in plain):.2f} s (the repo's stage also evaluates, plots and "
+        "writes a model card; these are not in the rate)"
+    )
+    cpu = paired_ratio(
+        [r["work"] / r["train_cpu_s"] for r in repo], [p["work"] / p["train_cpu_s"] for p in plain]
     )
     return {
         "bench": bench,
-        "ratio": round(best_repo / best_plain, 4),
+        **paired,
         "unit": unit,
-        f"repo_{_key(unit)}": round(best_repo, 2),
-        f"plain_{_key(unit)}": round(best_plain, 2),
-        "ratio_median": round(_median(repo) / _median(plain), 4),
+        f"repo_{_key(unit)}": round(med_repo, 2),
+        f"plain_{_key(unit)}": round(med_plain, 2),
         "repo_rounds": [round(r["rate"], 2) for r in repo],
         "plain_rounds": [round(r["rate"], 2) for r in plain],
-        "ratio_cpu": round(
-            min(p["train_cpu_s"] / p["work"] for p in plain)
-            / min(r["train_cpu_s"] / r["work"] for r in repo),
-            4,
-        ),
-        "repo_wall_s": round(wall_repo, 3),
-        "plain_wall_s": round(wall_plain, 3),
+        "ratio_cpu": cpu["ratio"],
+        "ratio_cpu_iqr": cpu["ratio_iqr"],
+        "repo_wall_s": round(statistics.median(r["wall_s"] for r in repo), 3),
+        "plain_wall_s": round(statistics.median(p["wall_s"] for p in plain), 3),
         "threads": torch.get_num_threads(),
         **extra,
     }
-
-
-def _median(results: list[dict]) -> float:
-    return statistics.median(r["rate"] for r in results)
 
 
 def _key(unit: str) -> str:

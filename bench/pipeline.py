@@ -1,6 +1,6 @@
 """Benchmark: moderation overhead in the answering pipeline, and batched vs one-at-a-time throughput.
 
-    python bench/pipeline.py [--max_new_tokens 32] [--requests 16] [--repeats 3] [--quickstart_dir runs/quickstart]
+    python bench/pipeline.py [--max_new_tokens 32] [--requests 16] [--repeats 5] [--quickstart_dir runs/quickstart]
 
 The answering model is the quickstart's RL policy when ``QUICKSTART_DIR/ppo/merged`` exists, else a
 model of the same shape (the pretrain recipe's Llama: hidden 256, 4 layers) with random weights, built
@@ -18,7 +18,8 @@ here and saved to a temporary directory. Every answer is exactly ``--max_new_tok
    A run with no moderation gives the baseline end-to-end latency.
 2. **Batching.** ``--requests`` prompts answered by one ``Pipeline.batch`` call (one padded generate)
    vs one ``pipeline(prompt)`` call each, rules moderation on; ``ratio`` = batched / sequential
-   requests per second (median of ``--repeats`` alternating rounds).
+   requests per second, the median of ``--repeats`` paired rounds whose order alternates, with
+   ``ratio_iqr`` (``bench/_stats.py``).
 
 The last line of output is a JSON object of the figures.
 """
@@ -38,6 +39,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
+from _stats import describe, paired_ratio, paired_rounds  # noqa: E402
 from transformers import (  # noqa: E402
     AutoModelForCausalLM,
     AutoModelForSequenceClassification,
@@ -155,7 +157,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max_new_tokens", type=int, default=32, help="tokens per answer (all answers)")
     parser.add_argument("--requests", type=int, default=16, help="prompts per round")
-    parser.add_argument("--repeats", type=int, default=3, help="rounds (backends/modes alternate)")
+    parser.add_argument("--repeats", type=int, default=5, help="rounds (backends/modes alternate)")
     parser.add_argument("--quickstart_dir", default=str(ROOT / "runs/quickstart"))
     parser.add_argument("--backends", default="rules,classifier,guard,cascade")
     args = parser.parse_args()
@@ -222,16 +224,21 @@ def main() -> None:
 
         # 2. batched vs sequential throughput (rules moderation on)
         pipe = pipes["rules"]
-        sequential, batched = [], []
-        for _ in range(args.repeats):
+
+        def run_sequential(_: int) -> float:
             start = time.perf_counter()
             for prompt in prompts:
                 pipe(prompt)
-            sequential.append(len(prompts) / (time.perf_counter() - start))
+            return len(prompts) / (time.perf_counter() - start)
+
+        def run_batched(_: int) -> float:
             start = time.perf_counter()
             responses = pipe.batch(prompts)
-            batched.append(len(prompts) / (time.perf_counter() - start))
             assert all(r.completion_tokens == args.max_new_tokens for r in responses)
+            return len(prompts) / (time.perf_counter() - start)
+
+        batched, sequential = paired_rounds(run_batched, run_sequential, float, args.repeats, args.repeats)
+        paired = paired_ratio(batched, sequential)
         seq_rps, batch_rps = statistics.median(sequential), statistics.median(batched)
 
     print("\nbackend      moderation share   end-to-end s/request")
@@ -241,14 +248,14 @@ def main() -> None:
     print(
         f"\nsequential: {seq_rps:.2f} requests/s; batched ({len(prompts)} per generate): {batch_rps:.2f} requests/s"
     )
-    print(f"ratio batched / sequential: {batch_rps / seq_rps:.2f}")
+    print(describe(paired).replace("repo / plain", "batched / sequential"))
     rules_ok = share.get("rules", 1.0) < 0.05
     print(f"rules overhead under 5% of end-to-end latency: {'yes' if rules_ok else 'NO'}")
     print(
         json.dumps(
             {
                 "bench": "pipeline",
-                "ratio": round(batch_rps / seq_rps, 3),
+                **paired,
                 "batched_requests_per_s": round(batch_rps, 3),
                 "sequential_requests_per_s": round(seq_rps, 3),
                 "overhead_share": {k: round(v, 5) for k, v in share.items()},

@@ -1,6 +1,6 @@
 """Benchmark: this repo's reward stage vs a plain TRL reward script, same model, data, batch and steps.
 
-    python bench/reward.py [--steps 20] [--rounds 3] [--batch_size 32]
+    python bench/reward.py [--steps 20] [--min_rounds 5] [--max_rounds 12] [--batch_size 32]
 
 The repo side is ``rlhf.reward.main`` (what ``rlhf reward`` runs) from a YAML recipe; the plain side is what
 ``trl/scripts/reward.py`` does: ``load_dataset("json")``, ``RewardTrainer(model=path, peft_config=LoraConfig(
@@ -9,8 +9,8 @@ task_type="SEQ_CLS", modules_to_save=["score"]))``, ``train()``, ``evaluate()``,
 preference pairs. The rate is training tokens (TRL's own ``num_tokens`` count: chosen + rejected, non-padding)
 per second of ``RewardTrainer.train()``. The repo tokenises each answer up to its end-of-turn token (where PPO
 reads the reward); TRL's own tokenisation keeps the newline after it, so the plain side sees one more token per
-sequence, which tokens/s accounts for. Rounds alternate repo, plain, ... and the best of each side is compared.
-The last line of output is a JSON object (``ratio`` = repo / plain).
+sequence, which tokens/s accounts for. ``ratio`` is the median of paired per-round ratios repo / plain
+(``bench/_stats.py``), ``ratio_iqr`` their interquartile range. The last line of output is a JSON object.
 """
 
 from __future__ import annotations
@@ -29,12 +29,16 @@ from _finetune import (
     write_builtin,
     write_yaml,
 )
+from _stats import paired_ratio
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=20, help="optimizer steps per run")
-    parser.add_argument("--rounds", type=int, default=3, help="runs per side (alternating)")
+    parser.add_argument("--min_rounds", type=int, default=5, help="paired rounds at least")
+    parser.add_argument(
+        "--max_rounds", type=int, default=12, help="paired rounds at most (stops once the ratio IQR < 0.05)"
+    )
     parser.add_argument("--batch_size", type=int, default=32, help="preference pairs per optimizer step")
     bench = parser.parse_args()
 
@@ -118,15 +122,15 @@ def main() -> None:
 
         return rate(timed(run))
 
-    repo, plain = alternate(run_repo, run_plain, bench.rounds)
+    repo, plain = alternate(run_repo, run_plain, bench.min_rounds, bench.max_rounds)
     pairs = bench.batch_size * bench.steps
-    best_pairs_ratio = min(p["train_s"] for p in plain) / min(r["train_s"] for r in repo)
+    pairs_ratio = paired_ratio([1 / r["train_s"] for r in repo], [1 / p["train_s"] for p in plain])["ratio"]
     figures = summary(
         "reward",
         "tokens/s",
         repo,
         plain,
-        ratio_pairs_per_s=round(best_pairs_ratio, 4),
+        ratio_pairs_per_s=pairs_ratio,
         train_pairs=pairs,
         train_tokens_repo=repo[0]["tokens"],
         train_tokens_plain=plain[0]["tokens"],
@@ -136,7 +140,7 @@ def main() -> None:
         model_shape="quickstart (hidden 256, 4 layers), random init",
     )
     print(
-        f"pairs/s ratio (repo / plain): {best_pairs_ratio:.3f} (the repo's sequences are one token shorter)"
+        f"pairs/s ratio (repo / plain, median of paired rounds): {pairs_ratio:.3f} (the repo's sequences are one token shorter)"
     )
     shutil.rmtree(root, ignore_errors=True)
     print(json.dumps(figures))

@@ -1,13 +1,13 @@
 """Benchmark: this repo's SFT stage vs a plain TRL SFT script, same model, data, batch and steps.
 
-    python bench/sft.py [--steps 30] [--rounds 3] [--batch_size 32]
+    python bench/sft.py [--steps 30] [--min_rounds 5] [--max_rounds 12] [--batch_size 32]
 
 The repo side is ``rlhf.sft.main`` (what ``rlhf sft`` runs) from a YAML recipe; the plain side is what
 ``trl/scripts/sft.py`` does: ``load_dataset("json")``, ``SFTTrainer(model=path, peft_config=LoraConfig(...))``,
 ``train()``, ``evaluate()``, ``save_model()``. Both train LoRA (r 32, all linear layers) on the quickstart-sized
 random model with the built-in task's chats, with the same training arguments. The rate is training tokens
-(non-padding, TRL's own ``num_tokens`` count) per second of ``Trainer.train()``; rounds alternate repo, plain,
-... and the best of each side is compared. The last line of output is a JSON object (``ratio`` = repo / plain).
+(non-padding, TRL's own ``num_tokens`` count) per second of ``Trainer.train()``. ``ratio`` is the median of paired per-round ratios repo / plain
+(``bench/_stats.py``), ``ratio_iqr`` their interquartile range. The last line of output is a JSON object.
 """
 
 from __future__ import annotations
@@ -31,7 +31,10 @@ from _finetune import (
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=30, help="optimizer steps per run")
-    parser.add_argument("--rounds", type=int, default=3, help="runs per side (alternating)")
+    parser.add_argument("--min_rounds", type=int, default=5, help="paired rounds at least")
+    parser.add_argument(
+        "--max_rounds", type=int, default=12, help="paired rounds at most (stops once the ratio IQR < 0.05)"
+    )
     parser.add_argument("--batch_size", type=int, default=32, help="chats per optimizer step")
     bench = parser.parse_args()
 
@@ -115,7 +118,7 @@ def main() -> None:
 
         return rate(timed(run))
 
-    repo, plain = alternate(run_repo, run_plain, bench.rounds)
+    repo, plain = alternate(run_repo, run_plain, bench.min_rounds, bench.max_rounds)
     if any(r["tokens"] != p["tokens"] for r, p in zip(repo, plain, strict=True)):
         print(f"note: token counts differ: repo {repo[0]['tokens']} vs plain {plain[0]['tokens']}")
     figures = summary(
