@@ -1,11 +1,18 @@
 """The built-in task: determinism, held-out phrasings, the gold judge's rankings, and `rlhf data`."""
 
 import json
+import re
 
 import pytest
 
 from rlhf.task import CATEGORIES, GoldJudge, World, builtin_rows, fact_completion_correct, load_builtin
-from rlhf.task.world import QUESTIONS, STATEMENTS, held_out_questions, training_questions
+from rlhf.task.world import (
+    QUESTIONS,
+    STATEMENTS,
+    VALIDATION_STATEMENTS,
+    held_out_questions,
+    training_questions,
+)
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +46,22 @@ def test_corpus_never_states_a_fact_in_its_held_out_phrasing(world):
     assert len(facts) == len(world.facts)
     for row, fact in zip(facts, world.facts, strict=True):
         assert (row["prompt"] + " " + row["answer"] + ".") == fact.statement(fact.held_out_statement)
+
+
+def _sentences(rows) -> set[str]:
+    return {s.strip() for row in rows for s in re.split(r"(?<=[.?!])\s+", row["text"]) if s.strip()}
+
+
+def test_pretraining_validation_shares_no_sentence_and_no_template_with_training(world):
+    rows = builtin_rows("pretrain")
+    train, validation = _sentences(rows["train"]), _sentences(rows["validation"])
+    assert validation and not train & validation
+    train_text = " ".join(row["text"] for row in rows["train"])
+    for fact in world.facts:  # every fact is stated in validation, never in a training phrasing
+        phrasing = VALIDATION_STATEMENTS[fact.relation]
+        assert phrasing.format(s=fact.subject, o=fact.object) in validation
+        assert phrasing not in STATEMENTS[fact.relation]
+        assert phrasing.format(s=fact.subject, o=fact.object) not in train_text
 
 
 def test_test_splits_use_only_held_out_question_templates(world):

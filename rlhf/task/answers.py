@@ -52,6 +52,18 @@ GENERAL_SENTENCES = (
     EVERYDAY + FILLERS + RUDE_CLOSERS + REFUSALS + tuple(o for o in RUDE_OPENERS if o.endswith("."))
 )
 
+# Everyday prose that only the pretraining validation split uses (never a training sentence).
+VALIDATION_SENTENCES = (
+    "The bakery on the corner sold out of bread by noon.",
+    "Rain kept the children indoors for most of the week.",
+    "A short note can brighten somebody's day.",
+    "The train was late again, so we shared a taxi.",
+    "Old photographs remind us of places we have been.",
+    "Cooking for a crowd takes patience and a big pot.",
+    "The library stays open late during the exam season.",
+    "Small gardens can still grow plenty of tomatoes.",
+)
+
 # SFT demonstrations: how often each style appears (must sum to 1).
 SFT_STYLE_WEIGHTS = {"good": 0.55, "rude": 0.15, "rambling": 0.2, "wrong": 0.1}
 STYLES = ("good", "rude", "rambling", "wrong", "refusal")

@@ -15,10 +15,18 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from rlhf.task.answers import GENERAL_SENTENCES, STYLES, answer, sample_style, statement, swap_object
+from rlhf.task.answers import (
+    GENERAL_SENTENCES,
+    STYLES,
+    VALIDATION_SENTENCES,
+    answer,
+    sample_style,
+    statement,
+    swap_object,
+)
 from rlhf.task.judge import GoldJudge
 from rlhf.task.moderation import moderation_rows
-from rlhf.task.world import World, held_out_questions, rng_for, training_questions
+from rlhf.task.world import VALIDATION_STATEMENTS, World, held_out_questions, rng_for, training_questions
 
 BUILTIN_KINDS = ("pretrain", "facts", "sft", "preference", "prompts", "moderation")
 
@@ -51,24 +59,31 @@ def _questions(world: World, split: str):
             yield fact, template.format(s=fact.subject)
 
 
-def _document(world: World, person: str, rng) -> str:
+def _document(world: World, person: str, rng, split: str) -> str:
     facts = world.facts_about(person)
     rng.shuffle(facts)
+    if split == "validation":
+        return " ".join(VALIDATION_STATEMENTS[f.relation].format(s=f.subject, o=f.object) for f in facts)
     return " ".join(statement(fact, rng) for fact in facts)
 
 
-def _chatter(rng) -> str:
+def _chatter(rng, split: str) -> str:
     """A document of everyday sentences: the general language every pretraining corpus also holds."""
-    return " ".join(rng.sample(GENERAL_SENTENCES, rng.randint(3, 6)))
+    sentences = VALIDATION_SENTENCES if split == "validation" else GENERAL_SENTENCES
+    return " ".join(rng.sample(sentences, rng.randint(3, 6)))
 
 
 def pretrain_rows(world: World, docs_per_person: int) -> dict[str, list[dict]]:
-    """Biographies (every fact of one person, in corpus phrasings) and, one in five, everyday chatter."""
+    """Biographies (every fact of one person) and, one in five, everyday chatter.
+
+    The validation split states the facts in phrasings and uses everyday sentences that training never
+    contains, so its perplexity is a held-out figure, not a memorised one.
+    """
     splits = {}
     for split, n in (("train", docs_per_person), ("validation", max(docs_per_person // 8, 1))):
         rng = rng_for(world.seed, "pretrain", split)
-        docs = [_document(world, person, rng) for person in world.people for _ in range(n)]
-        docs += [_chatter(rng) for _ in range(len(docs) // 4)]
+        docs = [_document(world, person, rng, split) for person in world.people for _ in range(n)]
+        docs += [_chatter(rng, split) for _ in range(len(docs) // 4)]
         rng.shuffle(docs)
         splits[split] = [{"text": doc} for doc in docs]
     return splits

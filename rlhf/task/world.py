@@ -81,6 +81,16 @@ STATEMENTS = {
     ),
 }
 
+# One phrasing per relation that only the pretraining corpus's validation split uses, so that its perplexity is
+# measured on sentences the training split never contains (the fact-completion probe keeps each fact's
+# ``held_out_statement`` from STATEMENTS).
+VALIDATION_STATEMENTS = {
+    "city": "Letters for {s} are delivered to an address in {o}.",
+    "job": "For many years now {s} has been employed as a {o}.",
+    "pet": "Neighbours often spot {s} outside with a {o}.",
+    "colour": "Ask {s} about colours and the answer will be {o}.",
+}
+
 # The last HELD_OUT_QUESTIONS templates of each relation are reserved for the test splits. Every form of
 # question (what/which/tell me/do you know) appears in training for every relation, and every held-out
 # question has a cue word seen in training: a held-out question is a new combination, not a new language.
