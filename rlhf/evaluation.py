@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -214,6 +214,7 @@ def bootstrap_ci(
     values: Sequence[float],
     baseline: Sequence[float] | None = None,
     *,
+    groups: Sequence[Hashable] | None = None,
     confidence: float = 0.95,
     n_resamples: int = 10_000,
     seed: int = 0,
@@ -224,6 +225,9 @@ def bootstrap_ci(
         values: per-item numbers (e.g. the RL policy's gold score on each held-out prompt).
         baseline: the same items' numbers under the baseline (e.g. the SFT policy on the same prompts);
             the pairs are resampled together, so the interval is for the mean paired difference.
+        groups: a group key per item (e.g. the fact two prompts ask about). Items of one group are not
+            independent, so whole groups are resampled (a cluster bootstrap) and the interval widens
+            accordingly; None resamples items.
         confidence: coverage of the two-sided interval.
         n_resamples: bootstrap resamples.
         seed: seed of the resampling (the interval is a pure function of the inputs and the seed).
@@ -239,12 +243,20 @@ def bootstrap_ci(
         x = x - y
     if x.size == 0:
         return float("nan"), float("nan"), float("nan")
+    if groups is None:
+        sums, counts = x, np.ones_like(x)
+    else:
+        if len(groups) != x.size:
+            raise ValueError(f"groups needs one key per value, got {len(groups)} for {x.size}")
+        _, index = np.unique(np.asarray([str(g) for g in groups]), return_inverse=True)
+        sums, counts = np.bincount(index, weights=x), np.bincount(index).astype(float)
     rng = np.random.default_rng(seed)
     means = np.empty(n_resamples)
-    chunk = max(1, 2_000_000 // max(x.size, 1))  # bound the index matrix to ~16 MB
+    chunk = max(1, 2_000_000 // sums.size)  # bound the index matrix to ~16 MB
     for start in range(0, n_resamples, chunk):
         stop = min(start + chunk, n_resamples)
-        means[start:stop] = x[rng.integers(0, x.size, size=(stop - start, x.size))].mean(axis=1)
+        picks = rng.integers(0, sums.size, size=(stop - start, sums.size))
+        means[start:stop] = sums[picks].sum(axis=1) / counts[picks].sum(axis=1)
     alpha = (1 - confidence) / 2
     low, high = np.quantile(means, [alpha, 1 - alpha])
     return float(x.mean()), float(low), float(high)

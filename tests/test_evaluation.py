@@ -91,6 +91,26 @@ def test_bootstrap_is_a_pure_function_of_inputs_and_seed():
     assert all(math.isnan(v) for v in bootstrap_ci([]))
 
 
+def test_bootstrap_by_group_widens_the_interval_when_items_of_a_group_move_together():
+    rng = np.random.default_rng(0)
+    facts = rng.normal(0.2, 1.0, size=60)  # a gain per fact...
+    gains = np.repeat(facts, 2) + rng.normal(0, 0.01, size=120)  # ...asked by two prompts each
+    groups = np.repeat(np.arange(60), 2)
+    mean, low, high = bootstrap_ci(gains, groups=list(groups), seed=0)
+    _, low_items, high_items = bootstrap_ci(gains, seed=0)
+    assert mean == pytest.approx(gains.mean())
+    # 60 independent facts, not 120 prompts: the interval is about sqrt(2) wider
+    assert (high - low) / (high_items - low_items) == pytest.approx(math.sqrt(2), rel=0.15)
+    se = facts.std(ddof=1) / math.sqrt(60)
+    assert high - low == pytest.approx(2 * 1.96 * se, rel=0.1)
+    # one item per group is the item bootstrap (the same distribution; groups are drawn in another order)
+    assert bootstrap_ci(facts, groups=list(range(60)), seed=1) == pytest.approx(
+        bootstrap_ci(facts, seed=1), abs=0.02
+    )
+    with pytest.raises(ValueError, match="one key per value"):
+        bootstrap_ci([1.0, 2.0], groups=["a"])
+
+
 def test_pairwise_accuracy_counts_strict_wins():
     assert pairwise_accuracy([1.0, 2.0, 0.0, 5.0], [0.0, 3.0, 0.0, 4.0]) == 0.5
 
