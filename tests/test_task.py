@@ -7,10 +7,12 @@ import pytest
 
 from rlhf.task import CATEGORIES, GoldJudge, World, builtin_rows, fact_completion_correct, load_builtin
 from rlhf.task.world import (
+    QUESTION_SPLITS,
     QUESTIONS,
     STATEMENTS,
     VALIDATION_STATEMENTS,
     held_out_questions,
+    questions_for,
     training_questions,
 )
 
@@ -64,22 +66,34 @@ def test_pretraining_validation_shares_no_sentence_and_no_template_with_training
         assert phrasing.format(s=fact.subject, o=fact.object) not in train_text
 
 
-def test_test_splits_use_only_held_out_question_templates(world):
+def test_every_question_split_uses_only_its_own_templates_and_shares_no_prompt(world):
+    every_template = {t for split in QUESTION_SPLITS for r in QUESTIONS for t in questions_for(r, split)}
+    per_split = {split: {t for r in QUESTIONS for t in questions_for(r, split)} for split in QUESTION_SPLITS}
+    assert sum(len(t) for t in per_split.values()) == len(every_template)  # no template in two splits
+    assert per_split["train"] == {t for r in QUESTIONS for t in training_questions(r)}
+    assert per_split["test"] == {t for r in QUESTIONS for t in held_out_questions(r)}
+
     def templates_used(rows):
         questions = {row["prompt"][0]["content"] for row in rows}
-        return {
-            t
-            for r, ts in QUESTIONS.items()
-            for t in ts
-            for f in world.facts
-            if t.format(s=f.subject) in questions
-        }
+        return {t for t in every_template for f in world.facts if t.format(s=f.subject) in questions}
 
     for kind in ("sft", "preference", "prompts"):
         rows = builtin_rows(kind)
-        train, test = templates_used(rows["train"]), templates_used(rows["test"])
-        assert train == {t for r in QUESTIONS for t in training_questions(r)}, kind
-        assert test == {t for r in QUESTIONS for t in held_out_questions(r)}, kind
+        assert set(rows) == set(QUESTION_SPLITS), kind
+        for split in QUESTION_SPLITS:
+            assert templates_used(rows[split]) == per_split[split], (kind, split)
+        prompts = {split: {r["prompt"][0]["content"] for r in rows[split]} for split in QUESTION_SPLITS}
+        assert sum(len(p) for p in prompts.values()) == len(set().union(*prompts.values())), kind
+
+
+def test_the_judge_reads_every_split_s_questions_right(world, judge):
+    for split in QUESTION_SPLITS:
+        for relation in QUESTIONS:
+            for template in questions_for(relation, split):
+                fact = _fact(world, relation)
+                question = template.format(s=fact.subject)
+                assert judge.score(question, fact.statement(0)) == 1.0, (split, template)
+                assert judge.breakdown(question, "I am not able to answer that.")["correct"] is False
 
 
 @pytest.mark.parametrize(
@@ -134,9 +148,8 @@ def test_sft_demonstrations_are_mostly_but_not_all_good(judge):
     flawless = sum(b["score"] == 1.0 for b in train) / len(train)
     assert 0.8 < accuracy < 0.97  # some demonstrations are wrong: the reward model and RL have work to do
     assert 0.4 < flawless < 0.7
-    assert all(
-        judge.score(r["prompt"], r["completion"]) == 1.0 for r in rows["test"]
-    )  # test holds gold answers
+    for split in ("validation", "test", "blind"):  # held-out splits hold gold answers
+        assert all(judge.score(r["prompt"], r["completion"]) == 1.0 for r in rows[split]), split
 
 
 def test_fact_completion():
@@ -182,7 +195,7 @@ def test_moderation_train_templates_never_include_held_out_ones():
 
 def test_load_builtin_returns_dataset_dicts_and_rejects_unknown_names():
     sft = load_builtin("sft", seed=1, num_people=5)
-    assert set(sft) == {"train", "test"} and sft["train"].column_names == ["prompt", "completion"]
+    assert set(sft) == set(QUESTION_SPLITS) and sft["train"].column_names == ["prompt", "completion"]
     assert len(sft["train"]) == 5 * 4 * 4 * 2
     with pytest.raises(ValueError, match="unknown built-in dataset 'sfts'"):
         load_builtin("sfts")

@@ -2,12 +2,14 @@
 
     load_builtin("pretrain")    train/validation: text                       (prose about the world)
     load_builtin("facts")       test: prompt, answer, subject, relation     (held-out statement phrasings)
-    load_builtin("sft")         train/test: prompt, completion              (conversational; train is mixed quality)
-    load_builtin("preference")  train/test: prompt, chosen, rejected, margin (ranked by the gold judge)
-    load_builtin("prompts")     train/test: prompt                          (prompt-only, for RL and evaluation)
+    load_builtin("sft")         train/validation/test/blind: prompt, completion  (conversational; train is mixed quality)
+    load_builtin("preference")  train/validation/test/blind: prompt, chosen, rejected, margin (ranked by the gold judge)
+    load_builtin("prompts")     train/validation/test/blind: prompt         (prompt-only, for RL and evaluation)
     load_builtin("moderation")  train/test: text, side, prompt, unsafe, categories
 
-Test splits use question templates that no train split uses. Same seed and knobs, same rows in the same order.
+Each question split has its own question templates (``rlhf.task.world.questions_for``): choose settings on
+``validation``, report ``test``; ``blind`` is a re-check in phrasings written before any model was evaluated on
+them. Same seed and knobs, same rows in the same order.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from rlhf.task.answers import (
 )
 from rlhf.task.judge import GoldJudge
 from rlhf.task.moderation import moderation_rows
-from rlhf.task.world import VALIDATION_STATEMENTS, World, held_out_questions, rng_for, training_questions
+from rlhf.task.world import QUESTION_SPLITS, VALIDATION_STATEMENTS, World, questions_for, rng_for
 
 BUILTIN_KINDS = ("pretrain", "facts", "sft", "preference", "prompts", "moderation")
 
@@ -52,10 +54,7 @@ def _assistant(text: str) -> list[dict[str, str]]:
 def _questions(world: World, split: str):
     """(fact, question) for every fact and every question template of ``split``."""
     for fact in world.facts:
-        templates = (
-            training_questions(fact.relation) if split == "train" else held_out_questions(fact.relation)
-        )
-        for template in templates:
+        for template in questions_for(fact.relation, split):
             yield fact, template.format(s=fact.subject)
 
 
@@ -104,11 +103,13 @@ def sft_rows(world: World, copies: int) -> dict[str, list[dict]]:
         for fact, q in _questions(world, "train")
         for _ in range(copies)
     ]
-    test = [
-        {"prompt": _user(q), "completion": _assistant(answer(fact, "good", rng))}
-        for fact, q in _questions(world, "test")
-    ]
-    return {"train": train, "test": test}
+    splits = {"train": train}
+    for split in ("test", "validation", "blind"):  # test first: its rows stay what they were
+        splits[split] = [
+            {"prompt": _user(q), "completion": _assistant(answer(fact, "good", rng))}
+            for fact, q in _questions(world, split)
+        ]
+    return {split: splits[split] for split in QUESTION_SPLITS}
 
 
 def preference_rows(
@@ -129,7 +130,7 @@ def preference_rows(
         return pair
 
     splits = {}
-    for split in ("train", "test"):
+    for split in QUESTION_SPLITS:
         rng = rng_for(world.seed, "preference", split)
         rows = []
         questions = list(_questions(world, split)) * (copies if split == "train" else 1)
@@ -153,7 +154,7 @@ def preference_rows(
 
 
 def prompts_rows(world: World) -> dict[str, list[dict]]:
-    return {split: [{"prompt": _user(q)} for _, q in _questions(world, split)] for split in ("train", "test")}
+    return {split: [{"prompt": _user(q)} for _, q in _questions(world, split)] for split in QUESTION_SPLITS}
 
 
 @functools.lru_cache(maxsize=16)

@@ -130,6 +130,39 @@ QUESTIONS = {
 }
 HELD_OUT_QUESTIONS = 2
 
+# Question phrasings of the validation splits (for choosing settings) and of the blind splits (a re-check of
+# the finished recipe). Neither shares a template with QUESTIONS or with each other. The blind ones were
+# written in one go, before any model was evaluated on them, and are not to be tuned on.
+VALIDATION_QUESTIONS = {
+    "city": ("Which town does {s} live in?", "Where is the home of {s}?"),
+    "job": ("What is the profession of {s}?", "How does {s} earn a living?"),
+    "pet": ("Which pet does {s} care for?", "What animal shares a home with {s}?"),
+    "colour": ("Which colour does {s} find the nicest?", "What colour would {s} pick?"),
+}
+BLIND_QUESTIONS = {
+    "city": (
+        "Can you tell me the city where {s} lives?",
+        "{s} lives in which city?",
+        "Name the town {s} comes from.",
+    ),
+    "job": (
+        "What is the occupation of {s}?",
+        "What kind of work does {s} do?",
+        "{s} works in which trade?",
+    ),
+    "pet": (
+        "Name the pet that {s} has.",
+        "What sort of animal does {s} have at home?",
+        "{s} keeps which pet?",
+    ),
+    "colour": (
+        "What colour does {s} like the most?",
+        "Name the favourite colour of {s}.",
+        "If {s} had to choose one colour, which would it be?",
+    ),
+}
+QUESTION_SPLITS = ("train", "validation", "test", "blind")
+
 
 def rng_for(seed: int, *keys: object) -> random.Random:
     """A random generator determined by ``seed`` and ``keys`` (string seeding is stable across runs)."""
@@ -207,3 +240,16 @@ def training_questions(relation: str) -> tuple[str, ...]:
 
 def held_out_questions(relation: str) -> tuple[str, ...]:
     return QUESTIONS[relation][-HELD_OUT_QUESTIONS:]
+
+
+def questions_for(relation: str, split: str) -> tuple[str, ...]:
+    """The question templates of ``split`` (one of ``QUESTION_SPLITS``) for ``relation``."""
+    if split == "train":
+        return training_questions(relation)
+    if split == "test":
+        return held_out_questions(relation)
+    if split == "validation":
+        return VALIDATION_QUESTIONS[relation]
+    if split == "blind":
+        return BLIND_QUESTIONS[relation]
+    raise ValueError(f"unknown split '{split}'; expected one of {', '.join(QUESTION_SPLITS)}")
