@@ -949,7 +949,7 @@ def demo_pipeline(
     """The quickstart's last step: build the pipeline from ``config_path`` (its ``runs/quickstart`` paths,
     and those inside its moderation file, pointed at ``output_dir``) and run the built-in task's held-out
     user prompts (side "input" of the moderation data: all of them, or ``max_prompts``, safe and unsafe halves)
-    through it. ``dataset_name``: any moderation dataset `rlhf moderation-eval` reads (with ``text``,
+    through it, each distinct prompt once (rates count prompts, not repeats). ``dataset_name``: any moderation dataset `rlhf moderation-eval` reads (with ``text``,
     ``side`` and ``unsafe`` columns) instead of the built-in one.
 
     Writes ``OUTPUT_DIR/pipeline/metrics.json`` and ``samples.jsonl`` (a few answered and blocked
@@ -974,7 +974,7 @@ def demo_pipeline(
     pipe = Pipeline.from_config(config)
 
     data = load_split(dataset_name, split)
-    rows = [r for r in data if r["side"] == "input"]
+    rows = list({r["text"]: r for r in data if r["side"] == "input"}.values())  # each distinct prompt once
     safe, unsafe = [r for r in rows if not r["unsafe"]], [r for r in rows if r["unsafe"]]
     if max_prompts is not None:
         safe = safe[: max_prompts // 2]

@@ -36,6 +36,9 @@ class QuickstartArguments:
         config_dir (`str`): the recipe: one YAML per stage, named after the stage.
         stages (`list[str]`): the stages to run, in order.
         overwrite_output_dir (`bool`): re-run stages that already finished (their outputs are replaced).
+        eval_split (`str`): the built-in split the SFT, reward and RL stages and the pipeline step report on:
+            `test` (the report), `validation` (to choose settings) or `blind` (a re-check in phrasings written
+            before any model was evaluated on them). Training is the same whatever the split.
     """
 
     output_dir: str = field(default=CONFIG_ROOT, metadata={"help": "Where the stages' run directories go."})
@@ -47,6 +50,22 @@ class QuickstartArguments:
     overwrite_output_dir: bool = field(
         default=False, metadata={"help": "Re-run stages that already finished."}
     )
+    eval_split: str = field(
+        default="test",
+        metadata={"help": "Held-out split the stages report on: test, validation or blind."},
+    )
+
+    def __post_init__(self):
+        if self.eval_split not in EVAL_SPLITS:
+            raise ConfigError(
+                f"eval_split: expected one of {', '.join(EVAL_SPLITS)}, got '{self.eval_split}'"
+            )
+
+
+# Held-out splits of the built-in question kinds (rlhf.task.world.QUESTION_SPLITS without train).
+EVAL_SPLITS = ("test", "validation", "blind")
+# Stages whose held-out evaluation reads ``dataset_test_split``.
+SPLIT_STAGES = ("sft", "reward", "ppo")
 
 
 # The pipeline step answers with the RL policy through the trained moderators.
@@ -88,14 +107,17 @@ def _rebase(value: Any, output_dir: str) -> Any:
     return value
 
 
-def stage_argv(config_path: Path, output_dir: str, overwrite: bool) -> list[str]:
-    """The command-line arguments that run one stage's recipe with its paths under ``output_dir``."""
+def stage_argv(config_path: Path, output_dir: str, overwrite: bool, eval_split: str = "test") -> list[str]:
+    """The command-line arguments that run one stage's recipe with its paths under ``output_dir``, reporting on
+    ``eval_split`` where the stage evaluates on a held-out split of its dataset."""
     recipe = yaml.safe_load(config_path.read_text()) or {}
     argv = ["--config", str(config_path)]
     for key, value in recipe.items():
         rebased = _rebase(value, output_dir)
         if rebased != value:
             argv += [f"--{key}", str(rebased)]
+    if config_path.stem in SPLIT_STAGES and eval_split != "test":
+        argv += ["--dataset_test_split", eval_split]
     if overwrite:
         argv += ["--overwrite_output_dir", "true"]
     return argv
@@ -120,7 +142,7 @@ def run_stage(stage: str, args: QuickstartArguments) -> tuple[dict, float, bool]
     print(f"\n[quickstart] {stage}: running -> {run_dir}", flush=True)
     start = time.perf_counter()
     module = importlib.import_module(STAGES[stage][0])
-    metrics = module.cli(stage_argv(config_path, args.output_dir, args.overwrite_output_dir))
+    metrics = module.cli(stage_argv(config_path, args.output_dir, args.overwrite_output_dir, args.eval_split))
     return (
         (metrics if isinstance(metrics, dict) else read_metrics(run_dir)),
         time.perf_counter() - start,
@@ -157,8 +179,15 @@ def main(args: QuickstartArguments) -> dict:
         print(f"\n[quickstart] pipeline: skipped, it needs finished {' and '.join(missing)} runs")
     else:
         from rlhf.pipeline import demo_pipeline
+        from rlhf.task import builtin_rows
 
-        metrics_by_stage["pipeline"] = demo_pipeline(Path(args.config_dir) / "pipeline.yaml", args.output_dir)
+        split = args.eval_split
+        if split not in builtin_rows("moderation"):
+            print(f"[quickstart] pipeline: the built-in moderation data has no '{split}' split; using 'test'")
+            split = "test"
+        metrics_by_stage["pipeline"] = demo_pipeline(
+            Path(args.config_dir) / "pipeline.yaml", args.output_dir, split=split
+        )
         report_stages.append("pipeline")
 
     rows = [
@@ -172,9 +201,9 @@ def main(args: QuickstartArguments) -> dict:
         for stage in report_stages
         for key, label, target in HEADLINES.get(stage, [])
     ]
-    report = {"rows": rows, "seconds": seconds, "metrics": metrics_by_stage}
+    report = {"rows": rows, "seconds": seconds, "metrics": metrics_by_stage, "eval_split": args.eval_split}
     (output_dir / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True, default=str) + "\n")
-    print("\n" + format_report(rows))
+    print(f"\nheld-out split: {args.eval_split}\n" + format_report(rows))
     print(f"\nreport: {output_dir / 'report.json'}")
     return report
 

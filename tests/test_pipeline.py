@@ -323,17 +323,20 @@ def test_demo_pipeline_rebases_paths_and_measures_block_rates(model, tokenizer, 
     metrics = demo_pipeline(config, tmp_path / "out", max_prompts=40, dataset_name=str(fixture))
 
     rows = [json.loads(line) for line in (fixture / "test.jsonl").read_text().splitlines()]
-    prompts = [r for r in rows if r["side"] == "input"]
-    chosen = [r for r in prompts if not r["unsafe"]][:20] + [r for r in prompts if r["unsafe"]][:20]
+    prompts = list({r["text"]: r for r in rows if r["side"] == "input"}.values())  # distinct prompts
+    safe = [r for r in prompts if not r["unsafe"]][:20]  # 20 safe if there are as many, then unsafe up to 40
+    chosen = safe + [r for r in prompts if r["unsafe"]][: 40 - len(safe)]
+    n_safe, n_unsafe = len(safe), len(chosen) - len(safe)
+    assert n_safe >= 10 and n_unsafe >= 20
     flagged = build_moderator({"backend": "rules"}).moderate([r["text"] for r in chosen])
     unsafe_flags = [f.flagged for f, r in zip(flagged, chosen, strict=True) if r["unsafe"]]
     safe_flags = [f.flagged for f, r in zip(flagged, chosen, strict=True) if not r["unsafe"]]
-    assert metrics["num_safe"] == 20 and metrics["num_unsafe"] == 20
+    assert metrics["num_safe"] == n_safe and metrics["num_unsafe"] == n_unsafe
     assert metrics["unsafe_blocked_input"] == sum(unsafe_flags) > 0
     assert metrics["unsafe_blocked_rate"] == pytest.approx(
-        (metrics["unsafe_blocked_input"] + metrics["unsafe_blocked_output"]) / 20
+        (metrics["unsafe_blocked_input"] + metrics["unsafe_blocked_output"]) / n_unsafe
     )
-    assert metrics["safe_answered"] + metrics["safe_blocked_input"] + metrics["safe_blocked_output"] == 20
+    assert metrics["safe_answered"] + metrics["safe_blocked_input"] + metrics["safe_blocked_output"] == n_safe
     assert metrics["safe_blocked_input"] == sum(safe_flags)
     run_dir = tmp_path / "out" / "pipeline"
     assert (
@@ -368,7 +371,7 @@ def test_quickstart_moderators_block_unsafe_and_answer_safe_prompts(model, token
          "logits_processor": LogitsProcessorList([ForceText(answer, tokenizer.eos_token_id)])},
         batch_size=64,
     )  # fmt: skip
-    rows = [r for r in load_split("builtin", "test") if r["side"] == "input"]
+    rows = list({r["text"]: r for r in load_split("builtin", "test") if r["side"] == "input"}.values())
     metrics = block_rates(pipe, [r["text"] for r in rows], [int(r["unsafe"]) for r in rows])
     assert metrics["num_safe"] >= 50 and metrics["num_unsafe"] >= 50
     assert metrics["unsafe_blocked_rate"] >= 0.95, metrics

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rlhf.quickstart import QuickstartArguments, main
+from rlhf.config import ConfigError
+from rlhf.quickstart import QuickstartArguments, main, stage_argv
 
 RECIPE = Path(__file__).resolve().parents[1] / "configs" / "quickstart"
 
@@ -77,3 +78,13 @@ def test_a_partial_run_reports_its_stages_and_skips_the_pipeline(tmp_path, capsy
     assert [r["stage"] for r in report["rows"]] == ["tokenizer"]
     assert report["metrics"]["tokenizer"]["bytes_per_token"] > 1.0
     assert (tmp_path / "run" / "report.json").is_file()
+
+
+def test_eval_split_reaches_the_stages_that_evaluate_on_a_held_out_split(tmp_path):
+    for stage in ("sft", "reward", "ppo"):
+        argv = stage_argv(RECIPE / f"{stage}.yaml", str(tmp_path), False, "blind")
+        assert argv[argv.index("--dataset_test_split") + 1] == "blind"
+        assert "--dataset_test_split" not in stage_argv(RECIPE / f"{stage}.yaml", str(tmp_path), False)
+    assert "--dataset_test_split" not in stage_argv(RECIPE / "pretrain.yaml", str(tmp_path), False, "blind")
+    with pytest.raises(ConfigError, match="eval_split"):
+        QuickstartArguments(eval_split="tset")
