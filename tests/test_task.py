@@ -193,6 +193,31 @@ def test_moderation_train_templates_never_include_held_out_ones():
     assert unsafe_inputs and all(any(t.startswith(stem) for stem in stems) for t in unsafe_inputs)
 
 
+def test_moderation_splits_share_no_text_and_no_template():
+    """Train, validation, test and blind share no row text (safe rows included: refusals, good answers,
+    near-misses) and no request or answer template; only the fillers (what is asked for) are shared."""
+    from rlhf.task.moderation import SPLITS, UNSAFE, _answers, _near_misses, _refusals, _requests
+
+    rows = builtin_rows("moderation")
+    assert set(rows) == set(SPLITS)
+    texts = {split: {r["text"] for r in rows[split]} for split in SPLITS}
+    assert sum(len(t) for t in texts.values()) == len(set().union(*texts.values()))
+    for pick in (
+        lambda split: {t for c in UNSAFE for t in _requests(c, split)},
+        lambda split: {t for c in UNSAFE for t in _answers(c, split)},
+        lambda split: {q for q, _ in _near_misses(split)},
+        lambda split: set(_refusals(split)),
+    ):
+        per_split = [pick(split) for split in SPLITS]
+        assert all(per_split) and sum(map(len, per_split)) == len(set().union(*per_split))
+    for split in SPLITS:  # every split is balanced and covers every category and both sides
+        unsafe = [r for r in rows[split] if r["unsafe"]]
+        assert len(unsafe) * 2 == len(rows[split]) and {c for r in unsafe for c in r["categories"]} == set(
+            CATEGORIES
+        )
+        assert {r["side"] for r in rows[split]} == {"input", "output"}
+
+
 def test_load_builtin_returns_dataset_dicts_and_rejects_unknown_names():
     sft = load_builtin("sft", seed=1, num_people=5)
     assert set(sft) == set(QUESTION_SPLITS) and sft["train"].column_names == ["prompt", "completion"]

@@ -5,7 +5,7 @@
     load_builtin("sft")         train/validation/test/blind: prompt, completion  (conversational; train is mixed quality)
     load_builtin("preference")  train/validation/test/blind: prompt, chosen, rejected, margin (ranked by the gold judge)
     load_builtin("prompts")     train/validation/test/blind: prompt         (prompt-only, for RL and evaluation)
-    load_builtin("moderation")  train/test: text, side, prompt, unsafe, categories
+    load_builtin("moderation")  train/validation/test/blind: text, side, prompt, unsafe, categories
 
 Each question split has its own question templates (``rlhf.task.world.questions_for``): choose settings on
 ``validation``, report ``test``; ``blind`` is a re-check in phrasings written before any model was evaluated on
@@ -175,8 +175,8 @@ def _rows(kind: str, seed: int, knobs: tuple) -> dict[str, list[dict]]:
         return prompts_rows(world)
     per_category = options["moderation_per_category"]
     return {
-        "train": moderation_rows(world, "train", per_category),
-        "test": moderation_rows(world, "test", max(per_category // 3, 1)),
+        split: moderation_rows(world, split, per_category if split == "train" else max(per_category // 3, 1))
+        for split in QUESTION_SPLITS
     }
 
 

@@ -16,7 +16,11 @@ The unsafe texts are deliberately schematic: enough to train and test a moderato
 from __future__ import annotations
 
 from rlhf.task.answers import answer
-from rlhf.task.world import RELATIONS, World, held_out_questions, rng_for, training_questions
+from rlhf.task.moderation_phrasings import BLIND, TEST_REFUSALS, VALIDATION
+from rlhf.task.world import VALIDATION_STATEMENTS, World, questions_for, rng_for
+
+SPLITS = ("train", "validation", "test", "blind")
+_EXTRA = {"validation": VALIDATION, "blind": BLIND}  # splits whose phrasings live in moderation_phrasings
 
 CATEGORIES = ("violent_crimes", "nonviolent_crimes", "indiscriminate_weapons", "hate", "self_harm", "privacy")
 
@@ -393,14 +397,50 @@ SAFE_REFUSALS = (
 
 def _split(items: tuple, split: str) -> tuple:
     """The first two thirds of a list for train, the last third for test."""
+    if split not in ("train", "test"):
+        raise ValueError(f"unknown split '{split}'; expected one of {', '.join(SPLITS)}")
     cut = len(items) - len(items) // 3
     return items[:cut] if split == "train" else items[cut:]
 
 
 def _requests(category: str, split: str) -> tuple:
     """The request templates of ``category`` for ``split``: the train split adds TRAIN_REQUESTS."""
+    if split in _EXTRA:
+        return _EXTRA[split]["requests"][category]
     held_in = _split(UNSAFE[category]["requests"], split)
     return held_in + TRAIN_REQUESTS[category] if split == "train" else held_in
+
+
+def _answers(category: str, split: str) -> tuple:
+    return (
+        _EXTRA[split]["answers"][category] if split in _EXTRA else _split(UNSAFE[category]["answers"], split)
+    )
+
+
+def _near_misses(split: str) -> tuple:
+    if split in _EXTRA:
+        return _EXTRA[split]["near_misses"]
+    return _split(NEAR_MISSES, split) + (TRAIN_NEAR_MISSES if split == "train" else ())
+
+
+def _general(split: str) -> tuple:
+    return _EXTRA[split]["general"] if split in _EXTRA else _split(GENERAL, split)
+
+
+def _refusals(split: str) -> tuple:
+    return {"train": SAFE_REFUSALS, "test": TEST_REFUSALS}.get(split) or _EXTRA[split]["refusals"]
+
+
+def _good_answer(fact, split: str, rng) -> str:
+    """A correct, polite answer about ``fact`` in a phrasing of ``split`` (no two splits share one)."""
+    if split == "train":
+        return answer(fact, "good", rng)
+    if split == "test":
+        return fact.statement(fact.held_out_statement)
+    template = (
+        VALIDATION_STATEMENTS[fact.relation] if split == "validation" else BLIND["statements"][fact.relation]
+    )
+    return template.format(s=fact.subject, o=fact.object)
 
 
 def _row(text: str, side: str, unsafe: bool, categories: list[str], prompt: str = "") -> dict:
@@ -408,13 +448,13 @@ def _row(text: str, side: str, unsafe: bool, categories: list[str], prompt: str 
 
 
 def moderation_rows(world: World, split: str, per_category: int) -> list[dict]:
-    """Labelled rows for ``split`` ("train" or "test"): about ``per_category`` unsafe items per category and as
+    """Labelled rows for ``split`` (one of ``SPLITS``): about ``per_category`` unsafe items per category and as
     many safe items in all, two thirds requests (side "input") and one third answers (side "output")."""
     rng = rng_for(world.seed, "moderation", split)
     rows = []
     for category in CATEGORIES:
         spec = UNSAFE[category]
-        requests, answers = _requests(category, split), _split(spec["answers"], split)
+        requests, answers = _requests(category, split), _answers(category, split)
         fillers = spec["fillers"]
         for i in range(per_category):
             filler = rng.choice(fillers)
@@ -424,10 +464,7 @@ def moderation_rows(world: World, split: str, per_category: int) -> list[dict]:
             else:
                 rows.append(_row(rng.choice(answers).format(x=filler), "output", True, [category], request))
     n_safe = per_category * len(CATEGORIES)
-    near_misses, general = _split(NEAR_MISSES, split), _split(GENERAL, split)
-    if split == "train":
-        near_misses += TRAIN_NEAR_MISSES
-    questions = {r: training_questions(r) if split == "train" else held_out_questions(r) for r in RELATIONS}
+    near_misses, general = _near_misses(split), _general(split)
     for i in range(n_safe):
         kind = i % 8
         if kind in (0, 1):  # near-miss request, then its benign answer
@@ -437,11 +474,11 @@ def moderation_rows(world: World, split: str, per_category: int) -> list[dict]:
             )
         elif kind in (2, 3):  # a question about the world, then a good answer
             fact = rng.choice(world.facts)
-            request = rng.choice(questions[fact.relation]).format(s=fact.subject)
+            request = rng.choice(questions_for(fact.relation, split)).format(s=fact.subject)
             if kind == 2:
                 rows.append(_row(request, "input", False, []))
             else:
-                rows.append(_row(answer(fact, "good", rng), "output", False, [], request))
+                rows.append(_row(_good_answer(fact, split, rng), "output", False, [], request))
         elif kind == 4:  # everyday request
             request, _ = rng.choice(general)
             rows.append(_row(request, "input", False, []))
@@ -453,7 +490,7 @@ def moderation_rows(world: World, split: str, per_category: int) -> list[dict]:
             category = rng.choice(CATEGORIES)
             spec = UNSAFE[category]
             request = rng.choice(_requests(category, split)).format(x=rng.choice(spec["fillers"]))
-            rows.append(_row(rng.choice(SAFE_REFUSALS), "output", False, [], request))
+            rows.append(_row(rng.choice(_refusals(split)), "output", False, [], request))
     rng.shuffle(rows)
     return rows
 
@@ -470,11 +507,9 @@ def unsafe_requests(split: str) -> list[tuple[str, str]]:
 
 def safe_requests(world: World, split: str) -> list[str]:
     """Safe requests of ``split``: near-misses, everyday requests and one question about each fact."""
-    texts = [q for q, _ in _split(NEAR_MISSES, split)] + [q for q, _ in _split(GENERAL, split)]
+    near_misses = _EXTRA[split]["near_misses"] if split in _EXTRA else _split(NEAR_MISSES, split)
+    texts = [q for q, _ in near_misses] + [q for q, _ in _general(split)]
     rng = rng_for(world.seed, "safe-requests", split)
     for fact in world.facts:
-        templates = (
-            training_questions(fact.relation) if split == "train" else held_out_questions(fact.relation)
-        )
-        texts.append(rng.choice(templates).format(s=fact.subject))
+        texts.append(rng.choice(questions_for(fact.relation, split)).format(s=fact.subject))
     return texts
