@@ -36,7 +36,7 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-from rlhf.config import config_to_dict, run_cli, save_config
+from rlhf.config import ConfigError, config_to_dict, run_cli, save_config
 
 STATE_FILE = "trainer_state.json"  # our part of a checkpoint: step, data position, loss history
 
@@ -121,6 +121,9 @@ class PretrainArguments:
             Blocks per evaluation forward pass per process.
         eval_facts (`bool`, *optional*, defaults to `True`):
             Built-in task only: measure fact-completion accuracy of the untrained and the trained model.
+        fact_split (`str`, *optional*, defaults to `"test"`):
+            Built-in task: which held-out fact phrasings to complete: `validation` (to choose settings),
+            `test` (the report) or `blind` (a re-check).
         fact_max_new_tokens (`int`, *optional*, defaults to `8`):
             Tokens greedily generated to complete each fact prompt.
         fact_batch_size (`int`, *optional*, defaults to `64`):
@@ -217,6 +220,10 @@ class PretrainArguments:
     )
     eval_facts: bool = field(
         default=True, metadata={"help": "Built-in task: measure fact-completion accuracy."}
+    )
+    fact_split: str = field(
+        default="test",
+        metadata={"help": "Built-in task: held-out fact phrasings: validation, test or blind."},
     )
     fact_max_new_tokens: int = field(default=8, metadata={"help": "Tokens generated per fact prompt."})
     fact_batch_size: int = field(default=64, metadata={"help": "Prompts per generation batch."})
@@ -760,12 +767,15 @@ def main(args: PretrainArguments) -> dict:
 
 
 def _load_facts(args: PretrainArguments):
-    """The built-in task's held-out fact prompts (None for other corpora)."""
+    """The built-in task's held-out fact prompts of ``args.fact_split`` (None for other corpora)."""
     if args.dataset_name != "builtin":
         return None
     from rlhf.task import load_builtin
 
-    return load_builtin("facts", seed=args.task_seed, **args.task_kwargs())["test"]
+    facts = load_builtin("facts", seed=args.task_seed, **args.task_kwargs())
+    if args.fact_split not in facts:
+        raise ConfigError(f"fact_split: expected one of {', '.join(facts)}, got '{args.fact_split}'")
+    return facts[args.fact_split]
 
 
 def _guard_unfinished_checkpoints(args: PretrainArguments, output_dir: Path, delete: bool) -> None:

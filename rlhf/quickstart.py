@@ -36,7 +36,8 @@ class QuickstartArguments:
         config_dir (`str`): the recipe: one YAML per stage, named after the stage.
         stages (`list[str]`): the stages to run, in order.
         overwrite_output_dir (`bool`): re-run stages that already finished (their outputs are replaced).
-        eval_split (`str`): the built-in split the SFT, reward and RL stages and the pipeline step report on:
+        eval_split (`str`): the built-in split that pretraining's fact completion, the SFT, reward and RL
+            stages and the pipeline step report on:
             `test` (the report), `validation` (to choose settings) or `blind` (a re-check in phrasings written
             before any model was evaluated on them). Training is the same whatever the split.
     """
@@ -64,8 +65,13 @@ class QuickstartArguments:
 
 # Held-out splits of the built-in question kinds (rlhf.task.world.QUESTION_SPLITS without train).
 EVAL_SPLITS = ("test", "validation", "blind")
-# Stages whose held-out evaluation reads ``dataset_test_split``.
-SPLIT_STAGES = ("sft", "reward", "ppo")
+# The argument that picks the held-out split each stage reports on.
+SPLIT_ARGUMENTS = {
+    "pretrain": "fact_split",
+    "sft": "dataset_test_split",
+    "reward": "dataset_test_split",
+    "ppo": "dataset_test_split",
+}
 
 
 # The pipeline step answers with the RL policy through the trained moderators.
@@ -116,8 +122,8 @@ def stage_argv(config_path: Path, output_dir: str, overwrite: bool, eval_split: 
         rebased = _rebase(value, output_dir)
         if rebased != value:
             argv += [f"--{key}", str(rebased)]
-    if config_path.stem in SPLIT_STAGES and eval_split != "test":
-        argv += ["--dataset_test_split", eval_split]
+    if config_path.stem in SPLIT_ARGUMENTS and eval_split != "test":
+        argv += [f"--{SPLIT_ARGUMENTS[config_path.stem]}", eval_split]
     if overwrite:
         argv += ["--overwrite_output_dir", "true"]
     return argv

@@ -222,3 +222,12 @@ def test_two_cpu_processes_under_accelerate_launch(tmp_path):
     # gradients were all-reduced: the same global batch on one process gives the same model
     single = main(PretrainArguments(**{**TINY, "max_steps": 30, "output_dir": str(tmp_path / "single")}))
     assert metrics["eval_loss"] == pytest.approx(single["eval_loss"], rel=1e-4)
+
+
+def test_an_unknown_fact_split_is_a_config_error():
+    from rlhf.config import ConfigError
+    from rlhf.pretrain import PretrainArguments, _load_facts
+
+    assert len(_load_facts(PretrainArguments(fact_split="validation"))) == 96
+    with pytest.raises(ConfigError, match="fact_split: expected one of validation, test, blind"):
+        _load_facts(PretrainArguments(fact_split="held-out"))

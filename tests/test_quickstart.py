@@ -85,6 +85,8 @@ def test_eval_split_reaches_the_stages_that_evaluate_on_a_held_out_split(tmp_pat
         argv = stage_argv(RECIPE / f"{stage}.yaml", str(tmp_path), False, "blind")
         assert argv[argv.index("--dataset_test_split") + 1] == "blind"
         assert "--dataset_test_split" not in stage_argv(RECIPE / f"{stage}.yaml", str(tmp_path), False)
-    assert "--dataset_test_split" not in stage_argv(RECIPE / "pretrain.yaml", str(tmp_path), False, "blind")
+    argv = stage_argv(RECIPE / "pretrain.yaml", str(tmp_path), False, "blind")
+    assert argv[argv.index("--fact_split") + 1] == "blind" and "--dataset_test_split" not in argv
+    assert "--fact_split" not in stage_argv(RECIPE / "tokenizer.yaml", str(tmp_path), False, "blind")
     with pytest.raises(ConfigError, match="eval_split"):
         QuickstartArguments(eval_split="tset")

@@ -50,6 +50,17 @@ def test_corpus_never_states_a_fact_in_its_held_out_phrasing(world):
         assert (row["prompt"] + " " + row["answer"] + ".") == fact.statement(fact.held_out_statement)
 
 
+def test_fact_completion_splits_use_phrasings_training_never_states():
+    train_text = " ".join(row["text"] for row in builtin_rows("pretrain")["train"])
+    facts = builtin_rows("facts")
+    prompts = {split: {row["prompt"] for row in rows} for split, rows in facts.items()}
+    assert set(facts) == {"validation", "test", "blind"}
+    assert sum(map(len, prompts.values())) == len(set().union(*prompts.values()))  # disjoint
+    for rows in facts.values():
+        for row in rows:
+            assert f"{row['prompt']} {row['answer']}." not in train_text
+
+
 def _sentences(rows) -> set[str]:
     return {s.strip() for row in rows for s in re.split(r"(?<=[.?!])\s+", row["text"]) if s.strip()}
 

@@ -1,7 +1,7 @@
 """The built-in task's datasets, one ``datasets.DatasetDict`` per kind, in TRL's standard formats.
 
     load_builtin("pretrain")    train/validation: text                       (prose about the world)
-    load_builtin("facts")       test: prompt, answer, subject, relation     (held-out statement phrasings)
+    load_builtin("facts")       validation/test/blind: prompt, answer, subject, relation (held-out phrasings)
     load_builtin("sft")         train/validation/test/blind: prompt, completion  (conversational; train is mixed quality)
     load_builtin("preference")  train/validation/test/blind: prompt, chosen, rejected, margin (ranked by the gold judge)
     load_builtin("prompts")     train/validation/test/blind: prompt         (prompt-only, for RL and evaluation)
@@ -89,11 +89,19 @@ def pretrain_rows(world: World, docs_per_person: int) -> dict[str, list[dict]]:
 
 
 def facts_rows(world: World) -> dict[str, list[dict]]:
-    rows = [
-        {"prompt": f.completion_prompt(), "answer": f.object, "subject": f.subject, "relation": f.relation}
-        for f in world.facts
-    ]
-    return {"test": rows}
+    """Fact-completion prompts in phrasings training never states the fact in: one split per phrasing set."""
+    return {
+        split: [
+            {
+                "prompt": f.completion_prompt(split),
+                "answer": f.object,
+                "subject": f.subject,
+                "relation": f.relation,
+            }
+            for f in world.facts
+        ]
+        for split in ("validation", "test", "blind")
+    }
 
 
 def sft_rows(world: World, copies: int) -> dict[str, list[dict]]:

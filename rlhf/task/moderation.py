@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from rlhf.task.answers import answer
 from rlhf.task.moderation_phrasings import BLIND, TEST_REFUSALS, VALIDATION
-from rlhf.task.world import VALIDATION_STATEMENTS, World, questions_for, rng_for
+from rlhf.task.world import World, questions_for, rng_for
 
 SPLITS = ("train", "validation", "test", "blind")
 _EXTRA = {"validation": VALIDATION, "blind": BLIND}  # splits whose phrasings live in moderation_phrasings
@@ -437,10 +437,7 @@ def _good_answer(fact, split: str, rng) -> str:
         return answer(fact, "good", rng)
     if split == "test":
         return fact.statement(fact.held_out_statement)
-    template = (
-        VALIDATION_STATEMENTS[fact.relation] if split == "validation" else BLIND["statements"][fact.relation]
-    )
-    return template.format(s=fact.subject, o=fact.object)
+    return _EXTRA[split]["statements"][fact.relation].format(s=fact.subject, o=fact.object)
 
 
 def _row(text: str, side: str, unsafe: bool, categories: list[str], prompt: str = "") -> dict:

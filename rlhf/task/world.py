@@ -90,6 +90,13 @@ VALIDATION_STATEMENTS = {
     "pet": "Neighbours often spot {s} outside with a {o}.",
     "colour": "Ask {s} about colours and the answer will be {o}.",
 }
+# And one per relation for the blind splits (fact completion and moderation's good answers).
+BLIND_STATEMENTS = {
+    "city": "{s} has made a home in {o}.",
+    "job": "These days {s} works full time as a {o}.",
+    "pet": "At home {s} looks after a pet {o}.",
+    "colour": "The colour {s} likes most is {o}.",
+}
 
 # The last HELD_OUT_QUESTIONS templates of each relation are reserved for the test splits. Every form of
 # question (what/which/tell me/do you know) appears in training for every relation, and every held-out
@@ -191,9 +198,12 @@ class Fact:
         """Indices of the statement templates the corpus may use for this fact."""
         return [i for i in range(len(STATEMENTS[self.relation])) if i != self.held_out_statement]
 
-    def completion_prompt(self) -> str:
-        """The held-out statement up to (not including) the object."""
-        template = STATEMENTS[self.relation][self.held_out_statement]
+    def completion_prompt(self, split: str = "test") -> str:
+        """A statement the training corpus never makes about this fact, up to (not including) the object:
+        the fact's held-out corpus phrasing for "test", the validation or blind phrasing otherwise."""
+        template = {"validation": VALIDATION_STATEMENTS, "blind": BLIND_STATEMENTS}.get(split, {}).get(
+            self.relation
+        ) or STATEMENTS[self.relation][self.held_out_statement]
         return template.split("{o}")[0].format(s=self.subject).rstrip()
 
 
