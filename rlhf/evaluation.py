@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
@@ -208,6 +209,40 @@ def pairwise_accuracy(chosen: Sequence[float], rejected: Sequence[float]) -> flo
     if not chosen:
         return float("nan")
     return float(np.mean(np.asarray(chosen) > np.asarray(rejected)))
+
+
+def kendall_tau_b(x: Sequence[float], y: Sequence[float]) -> float:
+    """Kendall's rank correlation (tau-b, which corrects for ties) of two equally long score lists.
+
+    1.0: the same order; -1.0: reversed; nan when either list has no two different values.
+    """
+    if len(x) != len(y):
+        raise ValueError(f"rank correlation needs equal lengths, got {len(x)} and {len(y)}")
+    concordant = discordant = ties_x = ties_y = 0
+    for i in range(len(x)):
+        for j in range(i + 1, len(x)):
+            dx, dy = np.sign(x[i] - x[j]), np.sign(y[i] - y[j])
+            if dx == 0 and dy == 0:
+                continue
+            if dx == 0:
+                ties_x += 1
+            elif dy == 0:
+                ties_y += 1
+            elif dx == dy:
+                concordant += 1
+            else:
+                discordant += 1
+    denominator = math.sqrt((concordant + discordant + ties_x) * (concordant + discordant + ties_y))
+    return (concordant - discordant) / denominator if denominator else float("nan")
+
+
+def mean_rank_correlation(scores: Sequence[Sequence[float]], gold: Sequence[Sequence[float]]) -> float:
+    """Mean over prompts of Kendall's tau-b between a model's scores and the gold scores of that prompt's
+    answers (prompts whose answers all tie are left out). Pairwise accuracy on the held-out pairs only asks
+    whether the chosen answer wins; this also checks the order of answers that no pair compares."""
+    taus = [kendall_tau_b(s, g) for s, g in zip(scores, gold, strict=True)]
+    taus = [t for t in taus if not math.isnan(t)]
+    return float(np.mean(taus)) if taus else float("nan")
 
 
 def bootstrap_ci(

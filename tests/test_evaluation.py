@@ -16,8 +16,10 @@ from rlhf.evaluation import (
     decode_responses,
     generate_responses,
     gold_scores,
+    kendall_tau_b,
     kl_to_reference,
     markdown_table,
+    mean_rank_correlation,
     pairwise_accuracy,
     prompt_ids,
     prompt_text,
@@ -231,3 +233,28 @@ def test_markdown_table_escapes_and_shortens():
     assert lines[0] == "| a | b | c |" and lines[1] == "|---|---|---|"
     assert lines[2] == "| x\\|y z | 0.123 | wwwwwwwww… |"
     assert prompt_text([{"role": "system", "content": "s"}, {"role": "user", "content": "q"}]) == "q"
+
+
+@pytest.mark.parametrize(
+    ("x", "y", "tau"),
+    [
+        ([1, 2, 3, 4], [10, 20, 30, 40], 1.0),
+        ([1, 2, 3, 4], [4, 3, 2, 1], -1.0),
+        ([1, 2, 3], [1, 3, 2], 1 / 3),
+        ([1, 1, 2], [1, 2, 3], 2 / math.sqrt(2 * 3)),  # a tie in x: tau-b, not tau-a
+        ([1, 1, 1], [1, 2, 3], float("nan")),
+    ],
+)
+def test_kendall_tau_b(x, y, tau):
+    result = kendall_tau_b(x, y)
+    assert (math.isnan(tau) and math.isnan(result)) or result == pytest.approx(tau)
+
+
+def test_mean_rank_correlation_can_differ_from_pairwise_accuracy():
+    gold = [[1.0, 0.4, -0.5, -1.0]] * 2
+    # both prompts rank the best answer above the worst (a chosen/rejected pair of these would be right)...
+    scores = [[3.0, 2.0, 1.0, 0.0], [3.0, -1.0, 1.0, 2.0]]
+    assert all(pairwise_accuracy([s[0]], [s[-1]]) == 1.0 for s in scores)
+    # ...but the second orders the middle answers wrongly
+    assert mean_rank_correlation(scores, gold) == pytest.approx((1.0 + 0.0) / 2)
+    assert math.isnan(mean_rank_correlation([[1.0, 2.0]], [[0.0, 0.0]]))

@@ -301,3 +301,17 @@ def test_judge_scores_equally_flawed_answers_exactly_equal(world, judge):
     rambling = f"{fact.subject} lives in {fact.object}. One. Two. Three."  # 1 - 0.9
     rude = f"Whatever. {fact.subject} lives in {fact.object}."  # 1 - 0.6 - 0.3
     assert judge.score(prompt, rambling) == judge.score(prompt, rude)
+
+
+def test_answer_sets_hold_every_style_scored_by_the_judge(judge):
+    from rlhf.task.builtin import answer_sets
+
+    rows = answer_sets("test")
+    assert len(rows) == len(builtin_rows("prompts")["test"])
+    for row in rows:
+        assert len(row["answers"]) == len(row["gold"]) == 5
+        assert row["gold"] == [judge.score(row["prompt"], a) for a in row["answers"]]
+        assert row["gold"][0] == 1.0 and row["gold"][3] == -1.0  # the good and the wrong answer
+    assert {r["prompt"][0]["content"] for r in answer_sets("validation")}.isdisjoint(
+        r["prompt"][0]["content"] for r in rows
+    )

@@ -161,6 +161,23 @@ def preference_rows(
     return splits
 
 
+def answer_sets(split: str = "test", seed: int = 0, **knobs: Any) -> list[dict]:
+    """One row per question of ``split``: the question, an answer in every style (``STYLES``) and each answer's
+    gold score, for measuring how well a reward model ranks all the answers of a prompt.
+
+    Returns ``[{"prompt": messages, "answers": [str, ...], "gold": [float, ...]}, ...]``.
+    """
+    options = {**DEFAULTS, **{k: v for k, v in knobs.items() if v is not None}}
+    world = World.generate(seed, options["num_people"])
+    judge = GoldJudge(world)
+    rng = rng_for(world.seed, "answer-sets", split)
+    rows = []
+    for fact, q in _questions(world, split):
+        answers = [answer(fact, style, rng) for style in STYLES]
+        rows.append({"prompt": _user(q), "answers": answers, "gold": [judge.score(q, a) for a in answers]})
+    return rows
+
+
 def prompts_rows(world: World) -> dict[str, list[dict]]:
     return {split: [{"prompt": _user(q)} for _, q in _questions(world, split)] for split in QUESTION_SPLITS}
 
