@@ -450,23 +450,6 @@ def plot_histogram(
     return path
 
 
-def log_history_series(
-    log_history: Sequence[dict[str, Any]], key: str, step_key: str = "step"
-) -> list[tuple[float, float]]:
-    """``[(step, value)]`` of one metric from a Trainer's ``state.log_history``."""
-    return [
-        (entry.get(step_key, i), float(entry[key])) for i, entry in enumerate(log_history) if key in entry
-    ]
-
-
-def first_present(mapping: dict[str, Any], keys: Sequence[str], default: Any = None) -> Any:
-    """The value of the first key of ``keys`` present in ``mapping``."""
-    for key in keys:
-        if key in mapping:
-            return mapping[key]
-    return default
-
-
 def mean(values: Sequence[float]) -> float:
     """Arithmetic mean (nan for no values)."""
     return float(np.mean(values)) if len(values) else float("nan")

@@ -30,7 +30,6 @@ _SKIP = {
     "scheduler.pt",
     "rng_state.pth",
 }
-_SKIP_DIRS = {"merged", "runs", "logs", "tensorboard"}
 
 
 class PushError(Exception):
