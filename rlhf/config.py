@@ -21,8 +21,9 @@ import yaml
 from transformers import HfArgumentParser
 
 
-class ConfigError(Exception):
-    """A user's configuration is wrong; the message is one line naming the key and the file."""
+class ConfigError(ValueError):
+    """A user's mistake (configuration, input data, output directory): the one error type every command turns
+    into exit status 2 and a single line naming the file, the field and what was expected."""
 
 
 class _StrictParser(HfArgumentParser):

@@ -14,12 +14,24 @@ from typing import Any
 
 from datasets import DatasetDict, load_dataset
 
+from rlhf.config import ConfigError
+
 _BUILDERS = {".json": "json", ".jsonl": "json", ".txt": "text", ".parquet": "parquet", ".csv": "csv"}
 _VALIDATION_NAMES = ("validation", "valid", "val", "dev", "test")
 
 
-class CorpusError(ValueError):
+class CorpusError(ConfigError):
     """The corpus cannot be used as asked (missing column, unknown file type, empty split)."""
+
+
+def looks_like_path(name: str) -> bool:
+    """True for a name meant as a local path (``./x``, ``/x``, ``~/x``, ``x.jsonl``), not a Hub id (``org/name``)."""
+    return name.startswith((".", "/", "~")) or Path(name).suffix.lower() in _BUILDERS or name.count("/") > 1
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def _local_data_files(path: Path) -> tuple[str, dict[str, str]]:
@@ -72,9 +84,22 @@ def load_text_corpus(
     elif os.path.exists(dataset_name):
         builder, data_files = _local_data_files(Path(dataset_name))
         kwargs = {"sample_by": "paragraph"} if builder == "text" else {}
-        raw = load_dataset(builder, data_files=data_files, **kwargs)
+        try:
+            raw = load_dataset(builder, data_files=data_files, **kwargs)
+        except Exception as err:  # a file the builder cannot parse (bad JSON, ragged CSV)
+            raise CorpusError(
+                f"dataset_name '{dataset_name}': cannot read it as {builder} ({_first_line(err)})"
+            ) from None
+    elif looks_like_path(dataset_name):
+        raise CorpusError(f"dataset_name '{dataset_name}': no such file or folder")
     else:
-        raw = load_dataset(dataset_name, dataset_config)
+        try:
+            raw = load_dataset(dataset_name, dataset_config)
+        except Exception as err:  # not on the Hub, or the Hub cannot be reached (offline)
+            raise CorpusError(
+                f"dataset_name '{dataset_name}': not a local file or folder, and loading it as a Hub dataset "
+                f"failed ({_first_line(err)})"
+            ) from None
     if not isinstance(raw, DatasetDict):
         raw = DatasetDict({"train": raw})
 

@@ -266,7 +266,7 @@ def pack_blocks(texts: list[str], tokenizer, block_size: int) -> torch.Tensor:
     The tail that does not fill a whole block is dropped. Returns an int64 tensor.
     """
     if tokenizer.eos_token_id is None:
-        raise ValueError("the tokenizer has no eos_token: documents cannot be separated")
+        raise ConfigError("the tokenizer has no eos_token: documents cannot be separated")
     ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
     stream = [token for doc in ids for token in (*doc, tokenizer.eos_token_id)]
     n_blocks = len(stream) // block_size
@@ -285,7 +285,7 @@ class BlockOrder:
         self.global_batch = batch_size * num_processes
         self.batches_per_epoch = n_blocks // self.global_batch
         if self.batches_per_epoch == 0:
-            raise ValueError(
+            raise ConfigError(
                 f"the corpus packs into only {n_blocks} blocks, fewer than one global batch "
                 f"({batch_size} x {num_processes} processes): lower per_device_train_batch_size or block_size"
             )
@@ -484,9 +484,7 @@ def resolve_checkpoint(resume_from_checkpoint: str | None, output_dir: Path) -> 
         return found[-1] if found else None
     path = Path(resume_from_checkpoint)
     if not (path / STATE_FILE).is_file():
-        raise FileNotFoundError(
-            f"resume_from_checkpoint '{path}' is not a complete checkpoint (no {STATE_FILE})"
-        )
+        raise ConfigError(f"resume_from_checkpoint '{path}' is not a complete checkpoint (no {STATE_FILE})")
     return path
 
 
@@ -661,7 +659,7 @@ def main(args: PretrainArguments) -> dict:
     eval_blocks = pack_blocks(list(corpus["validation"][args.text_column]), tokenizer, args.block_size)
     eval_blocks = eval_blocks[: args.max_eval_blocks]
     if len(eval_blocks) == 0:
-        raise ValueError(f"the validation split is shorter than one block of {args.block_size} tokens")
+        raise ConfigError(f"the validation split is shorter than one block of {args.block_size} tokens")
 
     # model, optimizer, schedule
     model = build_model(args, tokenizer)
@@ -678,7 +676,7 @@ def main(args: PretrainArguments) -> dict:
         accelerator.load_state(str(checkpoint))
         saved = TrainState.load(checkpoint / STATE_FILE)
         if saved.global_batch != state.global_batch:
-            raise ValueError(
+            raise ConfigError(
                 f"{checkpoint} was trained with {saved.global_batch} blocks per micro-batch over all processes, "
                 f"this run has {state.global_batch}: resume with the same batch size and process count"
             )
@@ -784,7 +782,7 @@ def _guard_unfinished_checkpoints(args: PretrainArguments, output_dir: Path, del
     if not old or args.resume_from_checkpoint is not None:
         return
     if not args.overwrite_output_dir:
-        raise FileExistsError(
+        raise ConfigError(
             f"output_dir '{output_dir}' holds checkpoints of an unfinished run ({old[-1].name}); "
             "pass --resume_from_checkpoint latest to continue it, or --overwrite_output_dir true to start over"
         )

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import yaml
 
+from rlhf.config import ConfigError
 from rlhf.runs import read_metrics, write_model_card
 
 # Files a stage leaves that are working state, not part of a published model.
@@ -32,7 +33,7 @@ _SKIP = {
 }
 
 
-class PushError(Exception):
+class PushError(ConfigError):
     """The run directory cannot be published as asked."""
 
 

@@ -29,6 +29,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from rlhf.config import ConfigError
+
 SIDES = ("input", "output")
 PLACEHOLDERS = ("category",)
 
@@ -59,7 +61,7 @@ DEFAULT_TEMPLATES: dict[str, dict[str, str]] = {
 DEFAULT_PRIORITY = ("self_harm",)
 
 
-class TemplateError(ValueError):
+class TemplateError(ConfigError):
     """A ``templates`` mapping is wrong; the message names the key and what was expected."""
 
 

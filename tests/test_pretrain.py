@@ -16,6 +16,7 @@ from helpers import launch_env
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from rlhf.config import ConfigError
 from rlhf.pretrain import BlockOrder, PretrainArguments, build_optimizer, cli, complete, main, pack_blocks
 from rlhf.tokenizer import train_tokenizer
 
@@ -167,7 +168,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
     checkpoints = sorted(p.name for p in killed.glob("checkpoint-*"))
 
     # starting afresh over the unfinished run's checkpoints is refused, not silently mixed
-    with pytest.raises(FileExistsError, match="--resume_from_checkpoint latest"):
+    with pytest.raises(ConfigError, match="--resume_from_checkpoint latest"):
         main(PretrainArguments(**{**TINY, "output_dir": str(killed)}))
 
     resumed = run_stage([*args, "--resume_from_checkpoint", "latest"])
@@ -225,7 +226,6 @@ def test_two_cpu_processes_under_accelerate_launch(tmp_path):
 
 
 def test_an_unknown_fact_split_is_a_config_error():
-    from rlhf.config import ConfigError
     from rlhf.pretrain import PretrainArguments, _load_facts
 
     assert len(_load_facts(PretrainArguments(fact_split="validation"))) == 96
