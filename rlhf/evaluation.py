@@ -204,6 +204,26 @@ def reward_of_responses(
     return score_sequences(reward_model, sequences, pad, batch_size)
 
 
+def gold_rank_correlation(
+    reward_model, tokenizer, answer_sets: Sequence[dict], batch_size: int = 32
+) -> float:
+    """Mean Kendall tau-b between the reward model's scores and the gold scores of every answer of a prompt.
+
+    ``answer_sets``: rows of ``{"prompt": messages, "answers": [text, ...], "gold": [score, ...]}`` (the built-in
+    task's ``rlhf.task.builtin.answer_sets``). Answers are scored as in training: prompt + answer through the
+    chat template, read at the end-of-turn token.
+    """
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    sequences = [
+        conversation_ids(tokenizer, row["prompt"], [{"role": "assistant", "content": answer}])
+        for row in answer_sets
+        for answer in row["answers"]
+    ]
+    flat = iter(score_sequences(reward_model, sequences, pad, batch_size))
+    scores = [[next(flat) for _ in row["answers"]] for row in answer_sets]
+    return mean_rank_correlation(scores, [row["gold"] for row in answer_sets])
+
+
 def pairwise_accuracy(chosen: Sequence[float], rejected: Sequence[float]) -> float:
     """Share of pairs whose chosen score is strictly higher than the rejected one."""
     if not chosen:

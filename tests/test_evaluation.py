@@ -15,6 +15,7 @@ from rlhf.evaluation import (
     conversation_ids,
     decode_responses,
     generate_responses,
+    gold_rank_correlation,
     gold_scores,
     kendall_tau_b,
     kl_to_reference,
@@ -258,3 +259,41 @@ def test_mean_rank_correlation_can_differ_from_pairwise_accuracy():
     # ...but the second orders the middle answers wrongly
     assert mean_rank_correlation(scores, gold) == pytest.approx((1.0 + 0.0) / 2)
     assert math.isnan(mean_rank_correlation([[1.0, 2.0]], [[0.0, 0.0]]))
+
+
+class _LengthReward(torch.nn.Module):
+    """A stand-in reward model: the score is the sequence's length in tokens."""
+
+    def __init__(self):
+        super().__init__()
+        self.unused = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, input_ids, attention_mask):
+        return type("Output", (), {"logits": attention_mask.sum(1, keepdim=True).float()})()
+
+
+def test_gold_rank_correlation_scores_every_answer_through_the_chat_template():
+    tokenizer = tiny_tokenizer()
+    rows = [
+        {
+            "prompt": [{"role": "user", "content": question("Ana")}],
+            "answers": ["Oslo.", "Ana lives in Oslo, a city.", "No."],
+            "gold": [3, 1, 2],
+        },
+        {
+            "prompt": [{"role": "user", "content": question("Ben")}],
+            "answers": ["Bergen.", "Ben lives in Bergen, far away."],
+            "gold": [1, 2],
+        },
+    ]
+    lengths = [
+        [
+            len(conversation_ids(tokenizer, r["prompt"], [{"role": "assistant", "content": a}]))
+            for a in r["answers"]
+        ]
+        for r in rows
+    ]
+    expected = mean_rank_correlation(lengths, [r["gold"] for r in rows])
+    assert gold_rank_correlation(_LengthReward(), tokenizer, rows) == pytest.approx(expected)
+    # longer answers score higher here: the second prompt agrees with gold (+1), the first mostly disagrees
+    assert expected == pytest.approx((kendall_tau_b(lengths[0], [3, 1, 2]) + 1.0) / 2)
