@@ -478,6 +478,7 @@ def compare_policies(policy, reference, reward_model, tokenizer, test, script_ar
         gain, low, high = bootstrap_ci(
             gold_rl["score"],
             gold_sft["score"],
+            groups=[judge.parse_question(p) for p in prompts],  # prompts about one fact move together
             n_resamples=script_args.bootstrap_resamples,
             seed=training_args.seed,
         )
@@ -544,6 +545,11 @@ def write_outputs(output_dir: Path, script_args, training_args, model_args, metr
     )
     columns += ["reward_model_sft", "reward_model_rl"]
     table = markdown_table(samples[: script_args.card_samples], columns) if samples else ""
+    decoding = (
+        f"sampled at temperature {script_args.eval_temperature} (same seed for both)"
+        if script_args.eval_do_sample
+        else "greedy"
+    )
     write_model_card(
         output_dir,
         stage="ppo",
@@ -552,7 +558,7 @@ def write_outputs(output_dir: Path, script_args, training_args, model_args, metr
             f"`{model_args.model_name_or_path}` against the reward model `{reward_model_path(training_args)}` "
             f"on the prompts of `{script_args.dataset_name}` with TRL."
             + (
-                f"\n\n## Answers before (SFT) and after ({script_args.algorithm.upper()}), held-out prompts, greedy\n\n{table}"
+                f"\n\n## Answers before (SFT) and after ({script_args.algorithm.upper()}), held-out prompts, {decoding}\n\n{table}"
                 if table
                 else ""
             )
