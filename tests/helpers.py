@@ -5,7 +5,7 @@ A toy task stands in for the built-in one: made-up countries and their capitals.
 - ``toy_sft_rows()``: ``prompt``/``completion`` chats ("What is the capital of X?" -> "The capital of X is Y.")
 - ``toy_preference_rows()``: the right, polite answer (chosen) against a rude or wrong one (rejected)
 - ``toy_prompt_rows()``: the questions alone
-- ``ToyJudge``: a gold judge with the built-in judge's ``score`` / ``is_correct`` interface
+- ``ToyJudge``: a gold judge with the built-in judge's ``score`` / ``is_correct`` / ``parse_question`` interface
 - ``tiny_tokenizer()`` / ``tiny_causal_lm()`` / ``save_tiny_base(dir)``: the repo's byte-level BPE with the
   built-in chat template, and a 2-layer Llama of a few tens of thousands of parameters.
 """
@@ -94,6 +94,9 @@ class ToyJudge:
     def _country(prompt) -> str | None:
         text = prompt if isinstance(prompt, str) else prompt[-1]["content"]
         return next((c for c in COUNTRIES if c in text), None)
+
+    def parse_question(self, prompt) -> tuple[str | None, str | None]:
+        return self._country(prompt), "capital"
 
     def is_correct(self, prompt, answer: str) -> bool:
         country = self._country(prompt)
