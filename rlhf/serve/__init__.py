@@ -23,9 +23,24 @@ front of the model), :mod:`~rlhf.serve.app` (routes and the gate: keys, limits),
 :mod:`~rlhf.serve.server` (arguments, keys, uvicorn).
 """
 
-from rlhf.serve.api import ChatCompletionRequest, ModerationRequest, RequestError, sse_payloads
-from rlhf.serve.app import create_app
-from rlhf.serve.server import ServeArguments, cli, load_api_keys, main
+try:
+    from rlhf.serve.api import ChatCompletionRequest, ModerationRequest, RequestError, sse_payloads
+    from rlhf.serve.app import create_app
+    from rlhf.serve.server import ServeArguments, cli, load_api_keys, main
+except ImportError as _err:  # the serve extra is not installed: `rlhf serve` says so in one line
+    if _err.name not in ("fastapi", "uvicorn", "prometheus_client", "starlette", "pydantic"):
+        raise
+    _missing = _err.name
+
+    def cli(argv=None):
+        import sys
+
+        print(
+            f"rlhf serve: error: {_missing} is not installed; install the serve extra: pip install 'rlhf[serve]'",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+
 
 __all__ = [
     "ChatCompletionRequest",
