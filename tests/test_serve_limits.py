@@ -256,3 +256,21 @@ def test_bearer_keys_in_process():
         assert post_json(port, "/v1/chat/completions", payload, "\r\nAuthorization: Bearer sk-3")[0] == 401
         assert post_json(port, "/v1/chat/completions", payload, "\r\nAuthorization: Basic sk-2")[0] == 401
         assert post_json(port, "/v1/chat/completions", payload, "\r\nAuthorization: Bearer sk-2")[0] == 200
+
+
+def test_pipeline_cancel_flags_stop_only_their_rows():
+    """The hook the server uses: a set flag stops its row of a batch at the next token; the others go on."""
+    pipe, counter = slow_pipeline(0.0)
+    stop, go = threading.Event(), threading.Event()
+    stop.set()
+    cut, full = pipe.batch(["first", "second"], cancel=[stop, go], max_new_tokens=20)
+    # a stopped row is padded to the batch's length (completion_tokens counts the padding): its text is
+    # what one token decodes to
+    assert len(cut.text) <= 6 and len(full.text) >= 20 and full.completion_tokens == 20
+    assert counter.steps == 20  # generate went on for the row that was not cancelled
+    [alone] = pipe.batch(["third"], cancel=[stop], max_new_tokens=20)
+    assert alone.completion_tokens == 1 and counter.steps == 21  # every row cancelled: generate ends
+    with pytest.raises(ValueError, match="cancel has 1 flags for 2 requests"):
+        pipe.batch(["a", "b"], cancel=[stop])
+    chunks = list(pipe.stream("fourth", cancel=stop, max_new_tokens=20))
+    assert chunks[-1].response.completion_tokens <= 1
