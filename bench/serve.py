@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -204,6 +205,7 @@ def main() -> None:
     )
     args = parser.parse_args()
 
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))  # still stop the servers (finally)
     work = Path(tempfile.mkdtemp(prefix="rlhf-bench-serve-"))
     if args.quickstart_dir is not None:
         if not (args.quickstart_dir / "ppo" / "merged").is_dir():

@@ -76,9 +76,8 @@ class Gate:
             return await self.app(scope, receive, counted_send)
         headers = dict(scope["headers"])
         if state.api_keys and not _key_ok(headers.get(b"authorization", b""), state.api_keys):
-            return await _reply(
-                counted_send, RequestError(401, "missing or invalid API key (Authorization: Bearer KEY)")
-            )
+            err = RequestError(401, "missing or invalid API key (Authorization: Bearer KEY)")
+            return await _reply(counted_send, err, close=scope["method"] == "POST")  # its body is not read
         if state.in_flight >= state.args.max_concurrent_requests:
             err = RequestError(
                 503, "the server is at its concurrency limit; retry later", kind="server_error"
