@@ -1,18 +1,10 @@
-"""The FastAPI application: routes in OpenAI's shapes, and the gate every request passes first.
-
-The gate (a plain ASGI middleware, so it runs before FastAPI reads anything) does, in order: count the
-response status for ``/metrics``; for ``/v1/*``: check the API key (401), admit the request under
-``max_concurrent_requests`` (503 + Retry-After); for a POST: refuse a declared ``Content-Length`` over
-``max_body_bytes`` (413) and read the body itself, counting bytes as they arrive (413 past the limit,
-whatever the header said) within ``read_timeout_s`` for the whole body (408), then hand the buffered body
-to FastAPI.
-"""
+"""The FastAPI application: routes in OpenAI's shapes over the batcher, behind the gate (:mod:`rlhf.serve.gate`:
+keys, concurrency, body size and read deadline)."""
 
 from __future__ import annotations
 
 import asyncio
 import copy
-import hmac
 import logging
 import re
 import threading
@@ -40,138 +32,17 @@ from rlhf.serve.api import (
     sse_payloads,
 )
 from rlhf.serve.batcher import Batcher, Job, QueueFull
+from rlhf.serve.gate import Gate, error_response
 from rlhf.serve.metrics import ServerMetrics
 
 logger = logging.getLogger("rlhf.serve")
-ROUTES = ("/health", "/metrics", "/v1/models", "/v1/chat/completions", "/v1/moderations")
 _UNION_TAG = re.compile(
     r"^(str|int|float|bool|list\[.*\]|literal\[.*\]|[A-Z]\w*)$"
 )  # pydantic's union member names
-RETRY_AFTER_S = "1"  # seconds a client told 429/503 should wait: about one batch of the quickstart model
 
 
 class ClientGone(Exception):
     """The client closed the connection before its answer was ready."""
-
-
-# ----------------------------------------------------------------------------------------------- the gate
-class Gate:
-    """ASGI middleware: status counting, API keys, concurrency cap, body size and read deadline."""
-
-    def __init__(self, app, state: ServerState):
-        self.app, self.state = app, state
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        state, path = self.state, scope["path"].rstrip("/") or "/"
-        route = path if path in ROUTES else "other"
-
-        async def counted_send(message):
-            if message["type"] == "http.response.start":
-                state.metrics.requests.labels(route, str(message["status"])).inc()
-            await send(message)
-
-        if not path.startswith("/v1/"):
-            return await self.app(scope, receive, counted_send)
-        headers = dict(scope["headers"])
-        if state.api_keys and not _key_ok(headers.get(b"authorization", b""), state.api_keys):
-            err = RequestError(401, "missing or invalid API key (Authorization: Bearer KEY)")
-            return await _reply(counted_send, err, close=scope["method"] == "POST")  # its body is not read
-        if state.in_flight >= state.args.max_concurrent_requests:
-            err = RequestError(
-                503, "the server is at its concurrency limit; retry later", kind="server_error"
-            )
-            return await _reply(counted_send, err, retry=True, close=scope["method"] == "POST")
-        state.in_flight += 1
-        state.metrics.in_flight.set(state.in_flight)
-        try:
-            if scope["method"] == "POST":
-                body = await _read_body(scope, headers, receive, state.args)
-                if isinstance(body, RequestError):
-                    return await _reply(counted_send, body, close=True)
-                if body is None:  # the client went away while sending
-                    return
-                receive = _replay(body, receive)
-                # The API takes JSON only: parse it as JSON whatever Content-Type says (curl -d sends a form type)
-                other = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
-                scope = {**scope, "headers": [*other, (b"content-type", b"application/json")]}
-            await self.app(scope, receive, counted_send)
-        finally:
-            state.in_flight -= 1
-            state.metrics.in_flight.set(state.in_flight)
-
-
-def _key_ok(header: bytes, keys: list[bytes]) -> bool:
-    """Constant-time comparison of a ``Bearer KEY`` header against every configured key."""
-    scheme, _, given = header.partition(b" ")
-    if scheme.lower() != b"bearer":
-        given = b""
-    ok = False
-    for key in keys:  # no early exit: the time does not depend on which key matched
-        ok |= hmac.compare_digest(given.strip(), key)
-    return ok
-
-
-async def _read_body(scope, headers, receive, args) -> bytes | RequestError | None:
-    limit = args.max_body_bytes
-    declared = headers.get(b"content-length")
-    chunked = b"chunked" in headers.get(b"transfer-encoding", b"").lower()
-    if declared is None and not chunked:
-        return RequestError(411, "a Content-Length header is required")
-    if declared is not None:
-        try:
-            length = int(declared)
-        except ValueError:
-            return RequestError(400, "Content-Length must be an integer")
-        if length < 0:
-            return RequestError(400, "Content-Length must not be negative")
-        if length > limit:
-            return RequestError(413, f"request body of {length} bytes exceeds the limit of {limit} bytes")
-    body = bytearray()
-    try:
-        async with asyncio.timeout(args.read_timeout_s):  # for the whole body, not per receive
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    return None
-                body += message.get("body", b"")
-                if len(body) > limit:  # counted as it arrives: a lying header cannot get past this
-                    return RequestError(413, f"request body exceeds the limit of {limit} bytes")
-                if not message.get("more_body", False):
-                    return bytes(body)
-    except TimeoutError:
-        return RequestError(
-            408, f"the request body did not arrive within {args.read_timeout_s:g} s", kind="timeout"
-        )
-
-
-def _replay(body: bytes, receive):
-    """A ``receive`` that hands over the buffered body once, then the connection's own (disconnects)."""
-    sent = False
-
-    async def replay():
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replay
-
-
-async def _reply(send, err: RequestError, retry: bool = False, close: bool = False) -> None:
-    response = _error_response(err, retry=retry, close=close)
-    await response({"type": "http"}, None, send)
-
-
-def _error_response(err: RequestError, retry: bool = False, close: bool = False) -> JSONResponse:
-    headers = dict(err.headers)
-    if retry:
-        headers["Retry-After"] = RETRY_AFTER_S
-    if close:  # the body was not read (or not all of it): the connection cannot carry another request
-        headers["Connection"] = "close"
-    return JSONResponse(err.body(), status_code=err.status, headers=headers)
 
 
 # ----------------------------------------------------------------------------------------------- state
@@ -228,19 +99,19 @@ def create_app(pipe: Pipeline, args, api_keys: list[str] | None = None) -> FastA
 
     @app.exception_handler(RequestError)
     async def request_error(request, err: RequestError):
-        return _error_response(err, retry=err.status in (429, 503))
+        return error_response(err, retry=err.status in (429, 503))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request, err: RequestValidationError):
         first = err.errors()[0]
         if first.get("type") == "json_invalid":
-            return _error_response(RequestError(400, f"malformed JSON body: {first.get('msg')}"))
+            return error_response(RequestError(400, f"malformed JSON body: {first.get('msg')}"))
         loc = [
             str(part) for part in first.get("loc", ()) if part != "body" and not _UNION_TAG.match(str(part))
         ]
         param = ".".join(loc) or None
         message = f"{param or 'body'}: {first.get('msg')}"
-        return _error_response(RequestError(400, message, param))
+        return error_response(RequestError(400, message, param))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request, err: StarletteHTTPException):
@@ -253,7 +124,7 @@ def create_app(pipe: Pipeline, args, api_keys: list[str] | None = None) -> FastA
 
     @app.exception_handler(PipelineError)
     async def pipeline_error(request, err: PipelineError):
-        return _error_response(RequestError(400, str(err)))
+        return error_response(RequestError(400, str(err)))
 
     @app.exception_handler(Exception)
     async def internal_error(request, err: Exception):  # the type only: a message may quote the request
@@ -483,4 +354,4 @@ def _sse(body) -> StreamingResponse:
     return StreamingResponse(body, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
-__all__ = ["ClientGone", "Gate", "ServerState", "create_app", "moderation_summary"]
+__all__ = ["ClientGone", "ServerState", "create_app", "moderation_summary"]
