@@ -274,3 +274,22 @@ def test_pipeline_cancel_flags_stop_only_their_rows():
         pipe.batch(["a", "b"], cancel=[stop])
     chunks = list(pipe.stream("fourth", cancel=stop, max_new_tokens=20))
     assert chunks[-1].response.completion_tokens <= 1
+
+
+def test_readme_serving_section_matches_the_defaults():
+    """The README's limits table and stream_mode default are the code's (a doc that drifts gets caught)."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("### Serving") : readme.index("## Notebooks")]
+    defaults = ServeArguments()
+    rows = [line.split("|")[1:3] for line in section.splitlines() if line.startswith("| `")]
+    checked = 0
+    for name, default in rows:
+        name = name.strip().strip("`")
+        number = default.strip().split()[0].replace(",", "")
+        if hasattr(defaults, name) and number.isdigit():
+            assert getattr(defaults, name) == int(number), name
+            checked += 1
+    assert checked == 6
+    assert f"`{defaults.stream_mode}` (the default)" in section
