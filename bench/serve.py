@@ -223,13 +223,10 @@ def main() -> None:
     (work / "pipeline.yaml").write_text(yaml.safe_dump(config))
     print(f"model: {model}", flush=True)
 
-    servers = {
-        "batched": Server(
-            work / "pipeline.yaml", args.max_batch_size, work / "batched.log", args.request_timeout_s
-        ),
-        "single": Server(work / "pipeline.yaml", 1, work / "single.log", args.request_timeout_s),
-    }
+    servers: dict[str, Server] = {}
     try:
+        for name, size in (("batched", args.max_batch_size), ("single", 1)):
+            servers[name] = Server(work / "pipeline.yaml", size, work / f"{name}.log", args.request_timeout_s)
         for name, server in servers.items():
             print(f"{name}: {server.banner}")
             asyncio.run(load(server.port, 4, 2.0, args.max_tokens))  # warm up: first generate calls, imports
