@@ -303,19 +303,30 @@ def _error_result(moderator: Moderator, side: str, err: Exception, block: bool, 
     )
 
 
-def _stop_flag(event: threading.Event):
-    """A stopping criterion that ends generation once ``event`` is set (a streamed answer was flagged)."""
+def _stop_flag(event):
+    """A stopping criterion that ends generation once ``event`` is set (a streamed answer was flagged, or
+    the caller cancelled). ``event``: one flag for every row, or a list of one flag per row (anything
+    with ``is_set()``); a row whose flag is set stops at the next step while the others go on."""
     from transformers import StoppingCriteria
 
     class StopFlag(StoppingCriteria):
         def __call__(self, input_ids, scores, **kwargs):
             import torch
 
+            if isinstance(event, Sequence):
+                return torch.tensor([e.is_set() for e in event], dtype=torch.bool, device=input_ids.device)
             return torch.full(
                 (input_ids.shape[0],), event.is_set(), dtype=torch.bool, device=input_ids.device
             )
 
     return StopFlag()
+
+
+def _with_stop_flag(kwargs: dict[str, Any], event) -> dict[str, Any]:
+    """``kwargs`` plus a :func:`_stop_flag` criterion for ``event`` (unchanged when ``event`` is None)."""
+    if event is None:
+        return kwargs
+    return {**kwargs, "stopping_criteria": [*(kwargs.get("stopping_criteria") or []), _stop_flag(event)]}
 
 
 class _ModeratedStreamer:
@@ -468,27 +479,37 @@ class Pipeline:
         """Answer one request (a string or a conversation). See :meth:`batch` for the overrides."""
         return self.batch([request], **generation_overrides)[0]
 
-    def batch(self, requests: Sequence[Request], **generation_overrides) -> list[Response]:
+    def batch(
+        self, requests: Sequence[Request], cancel: Sequence[Any] | None = None, **generation_overrides
+    ) -> list[Response]:
         """Answer several requests; one :class:`Response` per request, in the same order.
 
         Requests are processed ``batch_size`` at a time: one moderation call per side and one padded
         ``model.generate`` call per group. ``generation_overrides`` (any of ``GENERATION_KEYS``) apply to
-        every request of this call. Raises PipelineError on a malformed request or setting.
+        every request of this call. ``cancel``: optional flags, one per request (``threading.Event`` or
+        anything with ``is_set()``); a request whose flag is set stops generating at the next token (its
+        response is then cut short). Raises PipelineError on a malformed request or setting.
         """
         if isinstance(requests, str):
             raise PipelineError("batch() takes a list of requests; use pipe(request) for one")
         conversations = [normalize_request(r, self.system_prompt) for r in requests]
+        if cancel is not None and len(cancel) != len(conversations):
+            raise PipelineError(f"cancel has {len(cancel)} flags for {len(conversations)} requests")
         kwargs = self.generation_settings(generation_overrides)
         responses: list[Response] = []
         for start in range(0, len(conversations), self.batch_size):
-            responses += self._answer_group(conversations[start : start + self.batch_size], kwargs)
+            flags = cancel[start : start + self.batch_size] if cancel is not None else None
+            responses += self._answer_group(conversations[start : start + self.batch_size], kwargs, flags)
         return responses
 
-    def stream(self, request: Request, **generation_overrides) -> Iterator[StreamChunk]:
+    def stream(
+        self, request: Request, cancel: Any | None = None, **generation_overrides
+    ) -> Iterator[StreamChunk]:
         """Answer one request as a stream of :class:`StreamChunk`; the last one carries the Response.
 
         Text is released only after output moderation passed it (module docstring). A blocked request
-        or answer ends the stream with one ``blocked`` chunk holding the template.
+        or answer ends the stream with one ``blocked`` chunk holding the template. ``cancel``: an optional
+        flag (``threading.Event``); once set, generation stops at the next token.
         """
         conversation = normalize_request(request, self.system_prompt)
         kwargs = self.generation_settings(generation_overrides)
@@ -509,6 +530,7 @@ class Pipeline:
         prompt_tokens = int(encoded["attention_mask"].sum())
         kwargs = dict(kwargs)
         kwargs["stopping_criteria"] = [*(kwargs.get("stopping_criteria") or []), _stop_flag(stop)]
+        kwargs = _with_stop_flag(kwargs, cancel)
 
         def generate() -> None:
             try:
@@ -589,7 +611,7 @@ class Pipeline:
 
     # ----------------------------------------------------------------------------------------- steps
     def _answer_group(
-        self, conversations: list[list[dict[str, str]]], kwargs: dict[str, Any]
+        self, conversations: list[list[dict[str, str]]], kwargs: dict[str, Any], cancel=None
     ) -> list[Response]:
         began = time.perf_counter()
         n = len(conversations)
@@ -603,7 +625,8 @@ class Pipeline:
         if admitted:
             gen_began = time.perf_counter()
             encoded = self._encode([conversations[i] for i in admitted])
-            output = self._generate(encoded, kwargs)
+            flags = [cancel[i] for i in admitted] if cancel is not None else None
+            output = self._generate(encoded, _with_stop_flag(kwargs, flags))
             width = encoded["input_ids"].shape[1]
             for row, i in enumerate(admitted):
                 tokens = self._until_eos(output[row, width:].tolist())
