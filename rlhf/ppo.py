@@ -58,9 +58,9 @@ from rlhf.evaluation import (
     score_sequences,
     write_jsonl,
 )
-from rlhf.models import auto_precision, count_parameters, load_causal_lm, load_tokenizer, save_merged
+from rlhf.models import auto_precision, load_causal_lm, load_tokenizer, save_merged
 from rlhf.runs import plot_curves, prepare_output_dir, write_metrics, write_model_card
-from rlhf.shared_base import RLModels, load_rl_models, policy_adapter_only
+from rlhf.shared_base import RLModels, count_policy_parameters, load_rl_models, policy_adapter_only
 from rlhf.stages import (
     curves,
     defer_hub_push,
@@ -360,7 +360,7 @@ def main(script_args: RLScriptArguments, training_args, model_args: ModelConfig)
     trainer = build_trainer(script_args, training_args, model_args, tokenizer, data, models)
     policy = trainer.accelerator.unwrap_model(trainer.model)
     policy = getattr(policy, "policy", policy)  # PPO wraps policy and value model together
-    trainable, total = count_parameters(policy)
+    trainable, total = count_policy_parameters(policy)
     trainer.accelerator.print(
         f"{script_args.algorithm}: {len(data['train'])} train / {len(data['test'])} held-out prompts; "
         f"policy {trainable:,} of {total:,} parameters trainable"

@@ -251,6 +251,13 @@ def classifier_view(peft_model, adapter: str, head: dict, pad_token_id: int, dty
     return view.train(trainable) if trainable else view.eval()
 
 
+def count_policy_parameters(model) -> tuple[int, int]:
+    """(trainable, total) parameters of the policy alone: the other roles' adapters on a shared base left out."""
+    others = tuple(f".{name}." for name in (VALUE, REWARD, "ref"))
+    params = [p for n, p in model.named_parameters() if not any(o in n for o in others)]
+    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+
+
 @contextlib.contextmanager
 def policy_adapter_only(model):
     """While saving, ``model.save_pretrained`` writes only the policy's adapter (no ``value/``, ``reward/`` folders).

@@ -197,6 +197,8 @@ def test_rl_stage_on_the_shared_base_saves_as_before(workdir, tmp_path, algorith
     metrics = ppo.cli(["--config", str(path)])
     out = tmp_path / algorithm
     assert metrics["shared_base"] is True and isinstance(metrics["reward_model_gain"], float)
+    lora = 8 * (4 * (32 + 32) + 3 * (32 + 64)) * 2  # r x (in + out): q k v o (32->32), gate up down, 2 layers
+    assert metrics["trainable_parameters"] == lora  # the policy's adapter only, not the value adapter
     # only the policy's adapter is saved, at the top level, as with separate models
     assert json.loads((out / "adapter_config.json").read_text())["task_type"] == "CAUSAL_LM"
     assert not any((out / name).exists() for name in ("value", "reward", "ref"))
