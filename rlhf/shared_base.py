@@ -137,7 +137,9 @@ def why_not_shared(script_args, training_args, model_args) -> tuple[Path | None,
         )
     base = json.loads((adapter / "adapter_config.json").read_text()).get("base_model_name_or_path") or ""
     policy, gguf = split_gguf(model_args.model_name_or_path, script_args.gguf_file)
-    if gguf or not _same_model(base, policy):
+    if gguf:
+        return None, "the policy is loaded from a GGUF file (the reward stage trained on a saved model)"
+    if not _same_model(base, policy):
         return (
             None,
             f"the reward adapter was trained on '{base}', the policy is '{model_args.model_name_or_path}'",
