@@ -47,6 +47,7 @@ if sys.argv[1] == "policy":
     import torch, trl, transformers
     from transformers import AutoModelForCausalLM
     model = AutoModelForCausalLM.from_pretrained(sys.argv[2])
+    torch.stack([p.detach().float().sum() for p in model.parameters()])  # resident: safetensors maps lazily
 else:
     sys.argv = ["rlhf.ppo", "--config", sys.argv[2]]
     runpy.run_module("rlhf.ppo", run_name="__main__", alter_sys=True)  # as `python -m`: pickling finds __main__
