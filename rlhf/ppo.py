@@ -5,8 +5,9 @@
 
 ``algorithm: ppo`` (the default) runs ``trl.experimental.ppo.PPOTrainer``: LoRA on the policy, so the reference
 policy is the same network with the adapter disabled (``ref_model=None``); the value model starts from the
-reward model; the reward model is the reward stage's ``merged/``. Its options are `PPOConfig`'s, under their TRL
-names: ``kl_coef``, ``response_length``, ``stop_token``, ``missing_eos_penalty``, ``whiten_rewards``, ...
+reward model. With ``share_base`` (on; see `rlhf.shared_base`) the value and reward models are adapters on the
+policy's own frozen base, else separate models (the reward stage's ``merged/``). Its options are `PPOConfig`'s,
+under their TRL names: ``kl_coef``, ``response_length``, ``stop_token``, ``missing_eos_penalty``, ``whiten_rewards``, ...
 
 ``algorithm: rloo`` / ``grpo`` run TRL's ``RLOOTrainer`` / ``GRPOTrainer`` on the same prompts with the same
 reward model (``reward_model_path``), read at the same token as PPO reads it; their options are
@@ -36,7 +37,7 @@ os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
 import trl
 from transformers import set_seed
-from trl import ModelConfig, get_peft_config
+from trl import ModelConfig
 from trl.experimental.ppo import PPOConfig as TRLPPOConfig
 from trl.experimental.ppo import PPOTrainer
 
@@ -57,15 +58,9 @@ from rlhf.evaluation import (
     score_sequences,
     write_jsonl,
 )
-from rlhf.models import (
-    auto_precision,
-    count_parameters,
-    load_causal_lm,
-    load_reward_model,
-    load_tokenizer,
-    save_merged,
-)
+from rlhf.models import auto_precision, load_causal_lm, load_tokenizer, save_merged
 from rlhf.runs import plot_curves, prepare_output_dir, write_metrics, write_model_card
+from rlhf.shared_base import RLModels, count_policy_parameters, load_rl_models, policy_adapter_only
 from rlhf.stages import (
     curves,
     defer_hub_push,
@@ -94,6 +89,9 @@ class RLScriptArguments(DatasetArguments):
             GGUF file inside `model_name_or_path` to load the policy from.
         value_model_path (`str` or `None`, *optional*, defaults to `None`):
             PPO's value model initialisation (`None`: the reward model, as in the InstructGPT recipe).
+        share_base (`bool`, *optional*, defaults to `True`):
+            One frozen base for policy, reference, value and reward (LoRA adapters) where that applies, else
+            separate models; the log says which and why (`rlhf.shared_base`).
         eval_prompts (`int`, *optional*, defaults to `200`):
             Held-out prompts answered by the SFT and the RL policy after training (0: skip the evaluation).
         eval_max_new_tokens (`int` or `None`, *optional*, defaults to `None`):
@@ -127,6 +125,9 @@ class RLScriptArguments(DatasetArguments):
     gguf_file: str | None = field(default=None, metadata={"help": "GGUF file inside model_name_or_path."})
     value_model_path: str | None = field(
         default=None, metadata={"help": "PPO value model initialisation (None: the reward model)."}
+    )
+    share_base: bool = field(
+        default=True, metadata={"help": "One frozen base with adapters where it applies."}
     )
     eval_prompts: int = field(
         default=200, metadata={"help": "Held-out prompts for the before/after evaluation."}
@@ -258,9 +259,8 @@ def reward_model_path(training_args) -> str:
     return path
 
 
-def build_trainer(script_args, training_args, model_args, tokenizer, data, policy, reward_model):
-    """The algorithm's TRL trainer on the prompts, with LoRA on the policy."""
-    peft_config = get_peft_config(model_args)
+def build_trainer(script_args, training_args, model_args, tokenizer, data, models: RLModels):
+    """The algorithm's TRL trainer on the prompts, with LoRA on the policy (`models` from `load_rl_models`)."""
     if script_args.algorithm == "ppo":
         training_args.sft_model_path = (
             model_args.model_name_or_path
@@ -273,36 +273,30 @@ def build_trainer(script_args, training_args, model_args, tokenizer, data, polic
                 desc="Tokenizing prompts",
             )
 
-        value_model = load_reward_model(
-            script_args.value_model_path or reward_model_path(training_args),
-            dtype=model_args.dtype,
-            trust_remote_code=training_args.trust_remote_code,
-            pad_token_id=tokenizer.pad_token_id,
-        )
         eval_rows = min(len(data["test"]), max(training_args.per_device_eval_batch_size, 1))
         with _mixed_precision_env(training_args):
             return PPOTrainer(
                 args=training_args,
                 processing_class=tokenizer,
-                model=policy,
-                ref_model=None if peft_config is not None else load_causal_lm(model_args.model_name_or_path),
-                reward_model=reward_model,
-                value_model=value_model,
+                model=models.policy,
+                ref_model=None if model_args.use_peft else load_causal_lm(model_args.model_name_or_path),
+                reward_model=models.reward_model,
+                value_model=models.value_model,
                 train_dataset=tokenize(data["train"]),
                 eval_dataset=tokenize(data["test"].select(range(eval_rows))),
-                peft_config=peft_config,
+                peft_config=models.peft_config,
             )
     trainer_cls = trl.RLOOTrainer if script_args.algorithm == "rloo" else trl.GRPOTrainer
     trainer = trainer_cls(
-        model=policy,
-        reward_funcs=RewardModelScorer(reward_model, tokenizer),
+        model=models.policy,
+        reward_funcs=RewardModelScorer(models.reward_model, tokenizer),
         args=training_args,
         train_dataset=data["train"],
         processing_class=tokenizer,
-        peft_config=peft_config,
+        peft_config=models.peft_config,
     )
     # TRL moves reward *models* to the device itself; ours is wrapped in a function, so move it here.
-    reward_model.to(trainer.accelerator.device)
+    models.reward_model.to(trainer.accelerator.device)
     return trainer
 
 
@@ -359,27 +353,14 @@ def main(script_args: RLScriptArguments, training_args, model_args: ModelConfig)
         script_args, training_args, model_args,
     )  # fmt: skip
     set_seed(training_args.seed)
-    policy = load_causal_lm(
-        model_args.model_name_or_path,
-        dtype=model_args.dtype,
-        gguf_file=script_args.gguf_file,
-        trust_remote_code=training_args.trust_remote_code,
-        revision=model_args.model_revision,
-        attn_implementation=model_args.attn_implementation,
-    )
-    policy.generation_config.eos_token_id = tokenizer.eos_token_id
-    policy.generation_config.pad_token_id = tokenizer.pad_token_id
-    reward_model = load_reward_model(
-        reward_model_path(training_args),
-        dtype=model_args.dtype,
-        trust_remote_code=training_args.trust_remote_code,
-        pad_token_id=tokenizer.pad_token_id,
-    ).eval()
+    models = load_rl_models(script_args, training_args, model_args, tokenizer)
+    state.print(f"{script_args.algorithm}: {models.note}")
+    reward_model = models.reward_model
     push_to_hub = defer_hub_push(training_args)  # pushed once, finished, by push_run below
-    trainer = build_trainer(script_args, training_args, model_args, tokenizer, data, policy, reward_model)
+    trainer = build_trainer(script_args, training_args, model_args, tokenizer, data, models)
     policy = trainer.accelerator.unwrap_model(trainer.model)
     policy = getattr(policy, "policy", policy)  # PPO wraps policy and value model together
-    trainable, total = count_parameters(policy)
+    trainable, total = count_policy_parameters(policy)
     trainer.accelerator.print(
         f"{script_args.algorithm}: {len(data['train'])} train / {len(data['test'])} held-out prompts; "
         f"policy {trainable:,} of {total:,} parameters trainable"
@@ -387,7 +368,8 @@ def main(script_args: RLScriptArguments, training_args, model_args: ModelConfig)
     train_start = time.perf_counter()
     trainer.train()
     train_time = time.perf_counter() - train_start
-    trainer.save_model(str(output_dir))  # the policy's adapter and the tokenizer
+    with policy_adapter_only(policy):
+        trainer.save_model(str(output_dir))  # the policy's adapter and the tokenizer
     restore_hub_push(training_args, push_to_hub)
 
     log = trainer.state.log_history
@@ -399,6 +381,7 @@ def main(script_args: RLScriptArguments, training_args, model_args: ModelConfig)
         "total_parameters": total,
         "num_processes": trainer.accelerator.num_processes,
         "bf16": bool(training_args.bf16),
+        "shared_base": models.shared,
     }
     if trainer.accelerator.is_main_process:
         if script_args.save_merged:

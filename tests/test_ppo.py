@@ -16,6 +16,7 @@ from transformers import AutoModelForCausalLM, set_seed
 from rlhf import ppo
 from rlhf.evaluation import prompt_ids
 from rlhf.models import load_reward_model
+from rlhf.shared_base import load_rl_models
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -204,12 +205,12 @@ def test_ppo_reference_is_the_adapter_free_policy_and_the_value_model_starts_as_
     tokenizer = tiny_tokenizer()
     tokenizer.padding_side = "left"
     data = script_args.load("prompts", seed=0)
-    policy = AutoModelForCausalLM.from_pretrained(workdir / "policy")
-    reward_model = load_reward_model(str(workdir / "reward"))
+    models = load_rl_models(script_args, training_args, model_args, tokenizer)
+    # this reward model is a plain classifier, not a reward-stage adapter: separate models, and the log says why
+    assert not models.shared and "no adapter_config.json" in models.note
+    reward_model = models.reward_model
     try:
-        trainer = ppo.build_trainer(
-            script_args, training_args, model_args, tokenizer, data, policy, reward_model
-        )
+        trainer = ppo.build_trainer(script_args, training_args, model_args, tokenizer, data, models)
         assert trainer.ref_model is None and isinstance(
             trainer.model.policy, PeftModel
         )  # reference: adapter off
