@@ -121,16 +121,26 @@ def build_tiny_classifier(
     return ModernBertForSequenceClassification(config), tokenizer
 
 
-def load_classifier_backbone(name_or_path: str, categories: Sequence[str], dtype=None):
+def load_classifier_backbone(name_or_path: str, categories: Sequence[str], dtype=None, pooling: str = "mean"):
     """(model, tokenizer) for a pretrained backbone ("minilm", a directory or a Hub id) with a fresh
-    multi-label head over ``categories``."""
+    multi-label head over ``categories``.
+
+    ``pooling="mean"``: a :class:`~rlhf.moderation.pooled.MeanPoolClassifier` (the encoder's mean-pooled
+    token vectors under one linear layer); ``"model"``: ``AutoModelForSequenceClassification``'s own head
+    (for BERT: its masked-LM pooler over the [CLS] vector).
+    """
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     path = str(minilm_path()) if name_or_path == "minilm" else name_or_path
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        path, dtype=dtype, ignore_mismatched_sizes=True, **label_config(categories)
-    )
+    if pooling == "mean":
+        from rlhf.moderation.pooled import from_encoder
+
+        model = from_encoder(path, label_config(categories), dtype=dtype)
+    else:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            path, dtype=dtype, ignore_mismatched_sizes=True, **label_config(categories)
+        )
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if model.config.pad_token_id is None:

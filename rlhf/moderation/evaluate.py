@@ -40,6 +40,7 @@ from rlhf.moderation.metrics import threshold_for_fpr
 from rlhf.moderation.report import (
     flat_metrics,
     format_table,
+    group_table,
     plot_pr_curves,
     result_scores,
     run_moderator,
@@ -89,6 +90,9 @@ class ModerationEvalArguments:
             Output-side rows: column with the user request the text answers (given to the moderator as context).
         side (`str`, *optional*, defaults to `"input"`):
             Side of rows that have no side column.
+        group_column (`str` or `None`, *optional*, defaults to `None`):
+            Column that groups rows (XSTest's `type`, a mixture's `source`): a table of the share of unsafe
+            rows flagged and of safe rows passed per group.
         max_samples (`int` or `None`, *optional*, defaults to `None`):
             Evaluate at most this many rows (the first ones).
         batch_size (`int`, *optional*, defaults to `64`):
@@ -145,6 +149,9 @@ class ModerationEvalArguments:
     side: str = field(
         default="input",
         metadata={"help": "Side of rows without a side column.", "choices": ["input", "output"]},
+    )
+    group_column: str | None = field(
+        default=None, metadata={"help": "Column grouping rows for a per-group table (e.g. type, source)."}
     )
     max_samples: int | None = field(default=None, metadata={"help": "Evaluate at most this many rows."})
     batch_size: int = field(default=64, metadata={"help": "Items per moderate() call."})
@@ -280,6 +287,7 @@ def main(args: ModerationEvalArguments) -> dict[str, Any]:
             prompt_column=args.prompt_column,
             default_side=args.side,
             source=args.dataset_name,
+            group_column=args.group_column,
         )
         taxonomy = mapping.get("taxonomy")
         known = load_taxonomy(
@@ -314,6 +322,18 @@ def main(args: ModerationEvalArguments) -> dict[str, Any]:
     )
     metrics = flat_metrics(scores)
     metrics["per_category"] = scores["per_category"]
+    if examples.groups is not None:
+        metrics["per_group"], group_text = group_table(results, examples, examples.groups)
+        print(group_text)
+        table += "\n\n" + group_text
+    safe = [r.flagged for r, u in zip(results, examples.unsafe, strict=True) if not u]
+    unsafe = [r.flagged for r, u in zip(results, examples.unsafe, strict=True) if u]
+    metrics["safe_passed"] = 1 - sum(safe) / len(safe) if safe else None
+    metrics["unsafe_flagged"] = sum(unsafe) / len(unsafe) if unsafe else None
+    print(
+        f"safe items passed: {metrics['safe_passed'] if safe else float('nan'):.4f} of {len(safe)}; "
+        f"unsafe items flagged: {metrics['unsafe_flagged'] if unsafe else float('nan'):.4f} of {len(unsafe)}"
+    )
     if args.target_fpr is not None:
         chosen = choose_thresholds(results, examples, args.target_fpr)
         metrics["chosen_thresholds"] = chosen
