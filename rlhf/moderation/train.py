@@ -108,6 +108,9 @@ class ModerationTrainArguments:
         target_fpr (`float` or `None`, *optional*, defaults to `None`):
             With a validation split: per category and side, the lowest threshold whose false-positive rate on
             the validation split's safe items is at most this; served by the written moderation.yaml.
+        target_fpr_scope (`str`, *optional*, defaults to `"category"`):
+            `category`: each category may flag `target_fpr` of the safe items; `overall`: all categories
+            together (the target shared evenly among them).
         serve_backend (`str`, *optional*, defaults to `"classifier"`):
             What moderation.yaml serves: `classifier`, or `cascade` (the default rules, then the classifier).
         threshold (`float`, *optional*, defaults to `0.5`):
@@ -195,6 +198,13 @@ class ModerationTrainArguments:
     max_pos_weight: float = field(default=20.0, metadata={"help": "Cap of the per-category positive weight."})
     target_fpr: float | None = field(
         default=None, metadata={"help": "Choose thresholds on validation for this false-positive rate."}
+    )
+    target_fpr_scope: str = field(
+        default="category",
+        metadata={
+            "help": "target_fpr per category, or for all categories together.",
+            "choices": ["category", "overall"],
+        },
     )
     serve_backend: str = field(
         default="classifier",
@@ -470,10 +480,15 @@ def main(args: ModerationTrainArguments, model_args: ModelConfig, training_args:
     )
     thresholds: dict[str, Any] = {"default": args.threshold}
     if validation is not None and args.target_fpr is not None:
-        chosen = choose_thresholds(run_moderator(moderator, validation), validation, args.target_fpr)
+        chosen = choose_thresholds(
+            run_moderator(moderator, validation), validation, args.target_fpr, args.target_fpr_scope
+        )
         thresholds.update(chosen)
         moderator.thresholds = resolve_thresholds(thresholds, moderator.categories)
-        print(f"thresholds chosen on validation for FPR <= {args.target_fpr}: {json.dumps(chosen)}")
+        print(
+            f"thresholds chosen on validation for FPR <= {args.target_fpr} ({args.target_fpr_scope}): "
+            + json.dumps(chosen)
+        )
     start = time.perf_counter()
     results = run_moderator(moderator, test)
     test_seconds = time.perf_counter() - start
