@@ -153,3 +153,42 @@ def test_overall_score_is_the_highest_category_score_whatever_the_thresholds():
     by_rules = result({"hate": 0.3}, 0.2, decided_by="rules")  # flagged by a stage that gives no score
     assert result_scores(by_rules, ["hate"])[1] == 1.0
     assert not math.isnan(result_scores(high, ["hate"])[1])
+
+
+def test_overall_scope_bounds_the_share_of_safe_items_any_category_flags():
+    from rlhf.moderation.data import Examples
+    from rlhf.moderation.evaluate import choose_thresholds
+
+    # 10 safe items; category a's scores and b's scores put different safe items on top
+    safe_a = [0.9, 0.8, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]
+    safe_b = [0.1, 0.1, 0.9, 0.8, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]
+    scores = [{"a": 0.95, "b": 0.0}, {"b": 0.95, "a": 0.0}] + [
+        {"a": sa, "b": sb} for sa, sb in zip(safe_a, safe_b, strict=True)
+    ]
+    examples = Examples(
+        texts=[str(i) for i in range(12)], sides=["input"] * 12, prompts=[""] * 12,
+        labels=[[1, 0], [0, 1]] + [[0, 0]] * 10, unsafe=[1, 1] + [0] * 10, categories=["a", "b"],
+    )  # fmt: skip
+    results = [
+        make_result(
+            categories={},
+            scores=s,
+            thresholds=None,
+            reason="",
+            backend="classifier",
+            latency_s=0.0,
+            side="input",
+        )  # fmt: skip
+        for s in scores
+    ]
+
+    def flagged_safe(chosen):
+        t = chosen["input"]
+        return sum(1 for s in scores[2:] if s["a"] >= t["a"] or s["b"] >= t["b"]) / 10
+
+    per_category = choose_thresholds(results, examples, 0.2)  # each category may flag 2 of 10
+    overall = choose_thresholds(results, examples, 0.2, scope="overall")  # both together: 2 of 10
+    assert per_category["input"] == {"a": 0.8, "b": 0.8} and flagged_safe(per_category) == 0.4
+    assert overall["input"] == {"a": 0.9, "b": 0.9} and flagged_safe(overall) == 0.2
+    with pytest.raises(ValueError, match="target_fpr_scope"):
+        choose_thresholds(results, examples, 0.2, scope="side")

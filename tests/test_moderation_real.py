@@ -19,7 +19,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def shared_data() -> Path | None:
-    for candidate in (os.environ.get("RLHF_SHARED_DATA"), ROOT.parent / "shared" / "data", "/work/shared/data"):
+    for candidate in (
+        os.environ.get("RLHF_SHARED_DATA"),
+        ROOT.parent / "shared" / "data",
+        "/work/shared/data",
+    ):
         if candidate and (Path(candidate) / "harmbench").is_dir():
             return Path(candidate)
     return None
@@ -39,7 +43,11 @@ def small_recipe(tmp_path: Path) -> Path:
     recipe = yaml.safe_load((ROOT / "configs" / "moderation-real" / "moderation-train.yaml").read_text())
     mixture = recipe["dataset_mixture"]
     mixture["data_root"] = str(DATA)
-    mixture["split"] = {"train": 0.6, "validation": 0.1, "test": 0.3}  # a larger test split: fewer rows in all
+    mixture["split"] = {
+        "train": 0.6,
+        "validation": 0.1,
+        "test": 0.3,
+    }  # a larger test split: fewer rows in all
     caps = {"builtin": 250, "davidson": 70, "harmbench": 250, "strongreject": 200, "gsm8k": 60}
     for source in mixture["sources"]:
         if source["name"] in caps:
@@ -48,7 +56,9 @@ def small_recipe(tmp_path: Path) -> Path:
             source[key] = caps[source["name"]]
     recipe.update(train_mode="frozen", max_length=48, output_dir=str(tmp_path / "run"), target_fpr=0.05)
     path = tmp_path / "recipe.yaml"
-    path.write_text("# rlhf moderation-train --config recipe.yaml\n" + yaml.safe_dump(recipe, sort_keys=False))
+    path.write_text(
+        "# rlhf moderation-train --config recipe.yaml\n" + yaml.safe_dump(recipe, sort_keys=False)
+    )
     return path
 
 
@@ -66,7 +76,9 @@ def test_every_category_learns_above_chance_on_real_text(tmp_path, monkeypatch):
         assert positives >= 3, f"{category}: only {positives} test rows; the subset is too small to judge"
         prevalence = positives / len(test)
         auprc = metrics[f"eval_{category}_auprc"]
-        assert auprc >= 3 * prevalence, f"{category}: AUPRC {auprc:.3f} vs prevalence {prevalence:.3f} (chance)"
+        assert auprc >= 3 * prevalence, (
+            f"{category}: AUPRC {auprc:.3f} vs prevalence {prevalence:.3f} (chance)"
+        )
     assert metrics["eval_overall_auprc"] > 0.8
     assert {"harmbench", "strongreject", "davidson", "builtin"} <= set(metrics["per_source"])
     # the written moderation.yaml serves the thresholds chosen on validation, behind the rules
