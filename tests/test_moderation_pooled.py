@@ -192,3 +192,72 @@ def test_overall_scope_bounds_the_share_of_safe_items_any_category_flags():
     assert overall["input"] == {"a": 0.9, "b": 0.9} and flagged_safe(overall) == 0.2
     with pytest.raises(ValueError, match="target_fpr_scope"):
         choose_thresholds(results, examples, 0.2, scope="side")
+
+
+@pytest.fixture(scope="module")
+def tiny_encoder_dir(tmp_path_factory):
+    """A small pretrained-style encoder folder (BertModel + WordPiece tokenizer), as a Hub encoder would be."""
+    from transformers import BertModel
+
+    from rlhf.cli import main  # noqa: F401  (the stage modules import through the CLI as users run them)
+    from rlhf.moderation.backbone import train_wordpiece_tokenizer
+    from rlhf.moderation.data import build_examples, load_split
+
+    path = tmp_path_factory.mktemp("encoder")
+    texts = build_examples(load_split(str(FIXTURE), "train")).texts
+    tokenizer = train_wordpiece_tokenizer(texts, vocab_size=400)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64, pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+FIXTURE = __import__("pathlib").Path(__file__).parent / "_fixtures" / "moderation"
+ENCODER_ARGS = ["--dataset_name", str(FIXTURE), "--max_length", "48", "--per_device_train_batch_size", "16",
+                "--save_strategy", "no", "--report_to", "none", "--logging_steps", "5"]  # fmt: skip
+
+
+@pytest.mark.parametrize("mode", ["frozen", "full", "lora"])
+def test_pretrained_encoder_trains_in_each_mode_and_serves_what_it_scored(tiny_encoder_dir, tmp_path, mode):
+    from safetensors.torch import load_file
+
+    from rlhf.cli import main as rlhf_main
+    from rlhf.moderation import build_moderator, load_moderation_config
+
+    out = tmp_path / mode
+    extra = {
+        "frozen": ["--train_mode", "frozen"],
+        "full": ["--num_train_epochs", "2", "--learning_rate", "1e-3", "--probe_init", "false"],
+        "lora": ["--num_train_epochs", "1", "--use_peft", "true", "--lora_r", "4", "--lora_target_modules",
+                 "query", "--learning_rate", "1e-2"],
+    }[mode]  # fmt: skip
+    argv = ["moderation-train", "--model_name_or_path", str(tiny_encoder_dir), "--output_dir", str(out),
+            "--dataset_validation_split", "test", "--target_fpr", "0.1", *ENCODER_ARGS, *extra]  # fmt: skip
+    assert rlhf_main(argv) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    model = load_sequence_classifier(str(out))
+    assert isinstance(model, MeanPoolClassifier) and model.config.rlhf_pooling == "mean"
+    saved = load_file(out / "model.safetensors")
+    start = load_file(tiny_encoder_dir / "model.safetensors")
+    word = "embeddings.word_embeddings.weight"
+    if mode == "frozen":  # only the head was fitted
+        assert torch.equal(saved[f"encoder.{word}"], start[word])
+        assert metrics["train_loss"] is None
+    if mode == "lora":  # merged: the adapted projections changed, the rest of the encoder did not
+        query = "encoder.layer.0.attention.self.query.weight"
+        assert not torch.allclose(saved[f"encoder.{query}"], start[query])
+        assert torch.equal(saved[f"encoder.{word}"], start[word])
+    if mode == "full":  # trained with the class weights it recorded
+        assert metrics["train_loss_last"] < metrics["train_loss_first"]
+        assert not torch.equal(saved[f"encoder.{word}"], start[word])
+        assert len(model.config.rlhf_pos_weight) == len(metrics["categories"])
+    # the served moderation.yaml holds the thresholds chosen on the validation split, and reproduces the scores
+    serve = load_moderation_config(out / "moderation.yaml")
+    assert serve["classifier"]["thresholds"] == metrics["thresholds"] and "input" in metrics["thresholds"]
+    moderator = build_moderator(serve)
+    assert moderator.thresholds["input"] == {
+        c: metrics["thresholds"]["input"].get(c, 0.5) for c in metrics["categories"]
+    }
+    # (a random encoder's features carry no meaning: how well the head learns is tested on real text)
