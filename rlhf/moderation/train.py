@@ -2,13 +2,16 @@
 
     rlhf moderation-train --config configs/quickstart/moderation-train.yaml
 
-Glue around ``transformers.Trainer``: load labelled data (the built-in task's moderation split, or any
-dataset whose label columns are mapped to categories in config), build or load a backbone (a tiny BERT
-trained from scratch, the packaged MiniLM encoder, or any model), train a multi-label head (full
-fine-tuning or LoRA via peft), then score the held-out split with the same
+Glue around ``transformers.Trainer``: load labelled data (the built-in task's moderation split, any
+dataset whose label columns are mapped to categories in config, or a ``dataset_mixture`` of several),
+build or load a backbone (a tiny encoder trained from scratch, or a pretrained encoder such as the packaged
+MiniLM under a mean-pooled linear head), train a multi-label head (``train_mode: frozen``: a logistic fit on
+frozen embeddings; ``full``: fine-tuning, or LoRA via peft), choose per-category thresholds on the
+validation split (``target_fpr``), then score the test split with the same
 :class:`~rlhf.moderation.classifier.ClassifierModerator` that serves it. The output directory holds the
 model and tokenizer (LoRA merged in), ``config.yaml``, ``metrics.json``, PR curves and loss PNGs, a model
-card, and ``moderation.yaml``: a ``moderation:`` mapping that serves this classifier.
+card, ``data/`` (a mixture's splits) and ``moderation.yaml``: a ``moderation:`` mapping that serves this
+classifier at the chosen thresholds.
 """
 
 from __future__ import annotations
