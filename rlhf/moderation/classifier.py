@@ -176,7 +176,9 @@ class ClassifierModerator:
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> ClassifierModerator:
         """Load the model named by ``config["model"]`` and build the moderator (module docstring)."""
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoTokenizer
+
+        from rlhf.moderation.pooled import load_sequence_classifier
 
         config = dict(config)
         known = {"model", "tokenizer", "label_map", "thresholds", "max_length", "stride", "batch_size",
@@ -194,7 +196,7 @@ class ClassifierModerator:
                 resolve_path(str(config.get("tokenizer") or path), config)
             )
             dtype = getattr(torch, config["dtype"]) if config.get("dtype") else None
-            model = AutoModelForSequenceClassification.from_pretrained(path, dtype=dtype)
+            model = load_sequence_classifier(path, dtype=dtype)
         except OSError as err:
             raise ModerationConfigError(
                 f"classifier: cannot load model '{path}' ({str(err).splitlines()[0]}); train one with "

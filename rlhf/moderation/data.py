@@ -36,6 +36,7 @@ class Examples:
     labels: list[list[int]]
     unsafe: list[int]
     categories: list[str] = field(default_factory=list)
+    groups: list[str] | None = None  # per row: its source (or any grouping column), for per-group tables
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -59,6 +60,7 @@ class Examples:
             pick(self.labels),
             pick(self.unsafe),
             self.categories,
+            pick(self.groups) if self.groups is not None else None,
         )
 
 
@@ -83,7 +85,7 @@ def load_split(
         if split not in data:
             raise DatasetError(f"the built-in moderation data has splits {list(data)}, not '{split}'")
         return data[split]
-    path = Path(dataset_name).expanduser()
+    path = shared_data_path(dataset_name)
     if not path.exists() and (
         dataset_name.startswith((".", "/", "~")) or path.suffix.lower() in FILE_FORMATS
     ):
@@ -103,6 +105,20 @@ def load_split(
         return datasets.load_dataset(dataset_name, dataset_config, split=split)
     except (ValueError, OSError, ConnectionError) as err:  # unknown split, offline, no such Hub dataset
         raise DatasetError(f"dataset '{dataset_name}': {str(err).strip().splitlines()[0]}") from None
+
+
+SHARED_DATA = "../shared/data"
+
+
+def shared_data_path(path: str) -> Path:
+    """``path``, with a leading ``../shared/data`` (the project's real data sets, next to the repo) replaced
+    by ``$RLHF_SHARED_DATA`` when that is set: configs name the data where a checkout finds it, and a
+    checkout elsewhere points the variable at the folder."""
+    root = os.environ.get("RLHF_SHARED_DATA")
+    parts = Path(path).parts
+    if root and parts[:3] == tuple(Path(SHARED_DATA).parts):
+        return Path(root).expanduser().joinpath(*parts[3:])
+    return Path(path).expanduser()
 
 
 def parse_label_columns(value: Any) -> dict[str, Any] | list[str] | None:
@@ -173,6 +189,7 @@ def build_examples(
     prompt_column: str | None = "prompt",
     default_side: str = "input",
     source: str = "dataset",
+    group_column: str | None = None,
 ) -> Examples:
     """Turn a dataset (anything with ``column_names`` and ``__getitem__(column)``) into :class:`Examples`.
 
@@ -242,7 +259,14 @@ def build_examples(
         else [""] * n
     )
     texts = [str(t or "") for t in dataset[text_column]]
-    return Examples(texts, sides, prompts, labels, unsafe, categories)
+    groups = None
+    if group_column:
+        if group_column not in columns:
+            raise DatasetError(
+                f"{source}: group column '{group_column}' not found; columns are {sorted(columns)}"
+            )
+        groups = [str(g) for g in dataset[group_column]]
+    return Examples(texts, sides, prompts, labels, unsafe, categories, groups)
 
 
 def is_local(dataset_name: str) -> bool:

@@ -40,6 +40,7 @@ from rlhf.moderation.metrics import threshold_for_fpr
 from rlhf.moderation.report import (
     flat_metrics,
     format_table,
+    group_table,
     plot_pr_curves,
     result_scores,
     run_moderator,
@@ -89,6 +90,9 @@ class ModerationEvalArguments:
             Output-side rows: column with the user request the text answers (given to the moderator as context).
         side (`str`, *optional*, defaults to `"input"`):
             Side of rows that have no side column.
+        group_column (`str` or `None`, *optional*, defaults to `None`):
+            Column that groups rows (XSTest's `type`, a mixture's `source`): a table of the share of unsafe
+            rows flagged and of safe rows passed per group.
         max_samples (`int` or `None`, *optional*, defaults to `None`):
             Evaluate at most this many rows (the first ones).
         batch_size (`int`, *optional*, defaults to `64`):
@@ -97,6 +101,9 @@ class ModerationEvalArguments:
             Where to write metrics.json, the report and PR curves; `None`: print only.
         target_fpr (`float` or `None`, *optional*, defaults to `None`):
             Choose per-side, per-category thresholds whose false-positive rate on safe items is at most this.
+        target_fpr_scope (`str`, *optional*, defaults to `"category"`):
+            `category`: each category may flag `target_fpr` of the safe items; `overall`: all categories
+            together (the target shared evenly among them).
         thresholds_output (`str` or `None`, *optional*, defaults to `None`):
             With `target_fpr`: a new YAML file that receives the moderation config with the chosen thresholds.
         overwrite_output_dir (`bool`, *optional*, defaults to `False`):
@@ -146,11 +153,21 @@ class ModerationEvalArguments:
         default="input",
         metadata={"help": "Side of rows without a side column.", "choices": ["input", "output"]},
     )
+    group_column: str | None = field(
+        default=None, metadata={"help": "Column grouping rows for a per-group table (e.g. type, source)."}
+    )
     max_samples: int | None = field(default=None, metadata={"help": "Evaluate at most this many rows."})
     batch_size: int = field(default=64, metadata={"help": "Items per moderate() call."})
     output_dir: str | None = field(default=None, metadata={"help": "Where to write metrics.json and plots."})
     target_fpr: float | None = field(
         default=None, metadata={"help": "Pick thresholds for this FPR on safe items."}
+    )
+    target_fpr_scope: str = field(
+        default="category",
+        metadata={
+            "help": "target_fpr per category, or for all categories together.",
+            "choices": ["category", "overall"],
+        },
     )
     thresholds_output: str | None = field(
         default=None, metadata={"help": "New YAML file for the tuned config."}
@@ -174,26 +191,39 @@ class ModerationEvalArguments:
             raise ValueError("thresholds_output needs target_fpr")
 
 
-def choose_thresholds(results, examples: Examples, target_fpr: float) -> dict[str, dict[str, float]]:
+FPR_SCOPES = ("category", "overall")
+
+
+def choose_thresholds(
+    results, examples: Examples, target_fpr: float, scope: str = "category"
+) -> dict[str, dict[str, float]]:
     """Per side and category, the lowest threshold with FPR <= target on that side's safe items.
 
-    Positives are the items labelled with the category, negatives the safe items. A (side, category)
-    without positives or without safe items is left out (its threshold stays as configured).
+    Positives are the items labelled with the category, negatives the safe items. ``scope="category"``:
+    each category may flag ``target_fpr`` of the safe items; ``"overall"``: the target is shared evenly
+    by the side's categories, so the share of safe items that *any* category flags is at most
+    ``target_fpr`` (a union bound). A (side, category) without positives or without safe items is left out
+    (its threshold stays as configured).
     """
+    if scope not in FPR_SCOPES:
+        raise ValueError(f"target_fpr_scope must be one of {list(FPR_SCOPES)}, got {scope!r}")
     chosen: dict[str, dict[str, float]] = {}
     per_scores = [result_scores(r, examples.categories)[0] for r in results]
     for side in ("input", "output"):
-        for k, cid in enumerate(examples.categories):
+        columns = []
+        for k in range(len(examples.categories)):
             idx = [
                 i
                 for i, s in enumerate(examples.sides)
                 if s == side and (examples.labels[i][k] or not examples.unsafe[i])
             ]
             y = [examples.labels[i][k] for i in idx]
-            if not any(y) or all(y):
-                continue
-            chosen.setdefault(side, {})[cid] = round(
-                threshold_for_fpr(y, [per_scores[i][k] for i in idx], target_fpr), 6
+            if any(y) and not all(y):
+                columns.append((k, idx, y))
+        target = target_fpr / len(columns) if scope == "overall" and columns else target_fpr
+        for k, idx, y in columns:
+            chosen.setdefault(side, {})[examples.categories[k]] = round(
+                threshold_for_fpr(y, [per_scores[i][k] for i in idx], target), 6
             )
     return chosen
 
@@ -280,6 +310,7 @@ def main(args: ModerationEvalArguments) -> dict[str, Any]:
             prompt_column=args.prompt_column,
             default_side=args.side,
             source=args.dataset_name,
+            group_column=args.group_column,
         )
         taxonomy = mapping.get("taxonomy")
         known = load_taxonomy(
@@ -314,10 +345,22 @@ def main(args: ModerationEvalArguments) -> dict[str, Any]:
     )
     metrics = flat_metrics(scores)
     metrics["per_category"] = scores["per_category"]
+    if examples.groups is not None:
+        metrics["per_group"], group_text = group_table(results, examples, examples.groups)
+        print(group_text)
+        table += "\n\n" + group_text
+    safe = [r.flagged for r, u in zip(results, examples.unsafe, strict=True) if not u]
+    unsafe = [r.flagged for r, u in zip(results, examples.unsafe, strict=True) if u]
+    metrics["safe_passed"] = 1 - sum(safe) / len(safe) if safe else None
+    metrics["unsafe_flagged"] = sum(unsafe) / len(unsafe) if unsafe else None
+    print(
+        f"safe items passed: {metrics['safe_passed'] if safe else float('nan'):.4f} of {len(safe)}; "
+        f"unsafe items flagged: {metrics['unsafe_flagged'] if unsafe else float('nan'):.4f} of {len(unsafe)}"
+    )
     if args.target_fpr is not None:
-        chosen = choose_thresholds(results, examples, args.target_fpr)
+        chosen = choose_thresholds(results, examples, args.target_fpr, args.target_fpr_scope)
         metrics["chosen_thresholds"] = chosen
-        print(f"thresholds for FPR <= {args.target_fpr}: {json.dumps(chosen)}")
+        print(f"thresholds for FPR <= {args.target_fpr} ({args.target_fpr_scope}): {json.dumps(chosen)}")
         if args.thresholds_output:
             tuned = _pin_model_paths(with_thresholds(document, chosen), mapping)
             header = (

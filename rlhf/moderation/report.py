@@ -29,14 +29,22 @@ def run_moderator(moderator: Moderator, examples: Examples, batch_size: int = 64
 
 
 def result_scores(result: ModerationResult, categories: Sequence[str]) -> tuple[list[float], float]:
-    """(per-category scores, overall score) of a result; a backend without scores counts 1.0 when
-    flagged and 0.0 otherwise."""
+    """(per-category scores, overall "unsafe" score) of a result.
+
+    The overall score is the highest category score of the stage that scored the item (the classifier's
+    sigmoid outputs, so it does not depend on the thresholds and compares across runs). An item flagged by
+    a stage that gives no scores (rules, or a cascade decided by its rules or guard) counts 1.0; a backend
+    without scores counts 1.0 when flagged and 0.0 otherwise.
+    """
     if result.scores is None:
         per = [float(result.categories.get(c, False)) for c in categories]
         return per, float(result.flagged)
     per = [float(result.scores.get(c, float(result.categories.get(c, False)))) for c in categories]
-    overall = max([*result.scores.values(), float(result.flagged)], default=0.0)
-    return per, overall
+    overall = max(result.scores.values(), default=0.0)
+    decided_by = (result.details or {}).get("decided_by", result.backend)
+    if result.flagged and decided_by != "classifier":
+        overall = 1.0
+    return per, float(overall)
 
 
 def score_examples(results: Sequence[ModerationResult], examples: Examples) -> dict[str, Any]:
@@ -79,6 +87,40 @@ def score_examples(results: Sequence[ModerationResult], examples: Examples) -> d
         },
     }
     return metrics
+
+
+def group_table(
+    results: Sequence[ModerationResult], examples: Examples, groups: Sequence[str]
+) -> tuple[dict, str]:
+    """Per group (a source, an XSTest type): rows, unsafe rows, share of unsafe rows flagged, share of safe
+    rows passed, and overall AUPRC where the group has both classes. Returns (figures, printed table)."""
+    figures: dict[str, dict[str, Any]] = {}
+    overall = [result_scores(r, examples.categories)[1] for r in results]
+    for group in dict.fromkeys(groups):
+        idx = [i for i, g in enumerate(groups) if g == group]
+        unsafe = [i for i in idx if examples.unsafe[i]]
+        safe = [i for i in idx if not examples.unsafe[i]]
+        row: dict[str, Any] = {
+            "rows": len(idx),
+            "unsafe": len(unsafe),
+            "unsafe_flagged": sum(results[i].flagged for i in unsafe) / len(unsafe) if unsafe else math.nan,
+            "safe_passed": sum(not results[i].flagged for i in safe) / len(safe) if safe else math.nan,
+        }
+        if unsafe and safe:
+            row["auprc"] = binary_report(
+                [examples.unsafe[i] for i in idx],
+                [int(results[i].flagged) for i in idx],
+                [overall[i] for i in idx],
+            )["auprc"]
+        figures[str(group)] = row
+    lines = [("group", "rows", "unsafe", "unsafe flagged", "safe passed", "auprc")]
+    fmt = lambda v: "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"  # noqa: E731
+    for group, row in figures.items():
+        lines.append((group, str(row["rows"]), str(row["unsafe"]), fmt(row["unsafe_flagged"]),
+                      fmt(row["safe_passed"]), fmt(row.get("auprc"))))  # fmt: skip
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    table = "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)) for line in lines)
+    return figures, table
 
 
 def flat_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, Any]:

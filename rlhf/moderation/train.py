@@ -2,20 +2,25 @@
 
     rlhf moderation-train --config configs/quickstart/moderation-train.yaml
 
-Glue around ``transformers.Trainer``: load labelled data (the built-in task's moderation split, or any
-dataset whose label columns are mapped to categories in config), build or load a backbone (a tiny BERT
-trained from scratch, the packaged MiniLM encoder, or any model), train a multi-label head (full
-fine-tuning or LoRA via peft), then score the held-out split with the same
+Glue around ``transformers.Trainer``: load labelled data (the built-in task's moderation split, any
+dataset whose label columns are mapped to categories in config, or a ``dataset_mixture`` of several),
+build or load a backbone (a tiny encoder trained from scratch, or a pretrained encoder such as the packaged
+MiniLM under a mean-pooled linear head), train a multi-label head (``train_mode: frozen``: a logistic fit on
+frozen embeddings; ``full``: fine-tuning, or LoRA via peft), choose per-category thresholds on the
+validation split (``target_fpr``), then score the test split with the same
 :class:`~rlhf.moderation.classifier.ClassifierModerator` that serves it. The output directory holds the
 model and tokenizer (LoRA merged in), ``config.yaml``, ``metrics.json``, PR curves and loss PNGs, a model
-card, and ``moderation.yaml``: a ``moderation:`` mapping that serves this classifier.
+card, ``data/`` (a mixture's splits) and ``moderation.yaml``: a ``moderation:`` mapping that serves this
+classifier at the chosen thresholds.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +61,11 @@ class ModerationTrainArguments:
             Configuration name of a Hub dataset.
         dataset_train_split (`str`, *optional*, defaults to `"train"`):
             Split to train on.
+        dataset_mixture (`dict` or `str` or `None`, *optional*, defaults to `None`):
+            Several labelled sources mixed and split by text (see `rlhf.moderation.mixture`); replaces
+            `dataset_name`. The splits are written to `<output_dir>/data/<split>.jsonl` for `moderation-eval`.
+        dataset_validation_split (`str` or `None`, *optional*, defaults to `None`):
+            Split on which `target_fpr` chooses the thresholds; `None`: thresholds stay at `threshold`.
         dataset_test_split (`str` or `None`, *optional*, defaults to `"test"`):
             Held-out split scored at the end; `None` (or a dataset without it) holds out
             `validation_split_percentage` of the training rows instead.
@@ -84,6 +94,28 @@ class ModerationTrainArguments:
             and (recorded in the model's config) at inference.
         max_length (`int`, *optional*, defaults to `128`):
             Tokens per training text (longer ones are truncated; inference scores every window).
+        train_mode (`str`, *optional*, defaults to `"full"`):
+            Pretrained encoders: `full` fine-tunes the encoder and head (LoRA with `use_peft`); `frozen` is the
+            fast path, a logistic regression per category on the frozen encoder's mean-pooled embeddings.
+        pooling (`str`, *optional*, defaults to `"mean"`):
+            Pretrained encoders: `mean` (average of the token vectors, what sentence encoders are trained
+            for) under a fresh linear head; `model` keeps the model's own sequence-classification head.
+        head_learning_rate (`float` or `None`, *optional*, defaults to `1e-3`):
+            `full` mode with `pooling: mean`: learning rate of the head (`learning_rate` is the encoder's).
+        probe_init (`bool`, *optional*, defaults to `True`):
+            `full` mode with `pooling: mean`: start the head from the frozen-encoder logistic fit rather than
+            from random weights.
+        max_pos_weight (`float`, *optional*, defaults to `20.0`):
+            Pretrained encoders: positives of a category weigh negatives/positives in the loss, at most this
+            (1.0: unweighted).
+        target_fpr (`float` or `None`, *optional*, defaults to `None`):
+            With a validation split: per category and side, the lowest threshold whose false-positive rate on
+            the validation split's safe items is at most this; served by the written moderation.yaml.
+        target_fpr_scope (`str`, *optional*, defaults to `"category"`):
+            `category`: each category may flag `target_fpr` of the safe items; `overall`: all categories
+            together (the target shared evenly among them).
+        serve_backend (`str`, *optional*, defaults to `"classifier"`):
+            What moderation.yaml serves: `classifier`, or `cascade` (the default rules, then the classifier).
         threshold (`float`, *optional*, defaults to `0.5`):
             Score threshold of every category when scoring the held-out split and in `moderation.yaml`
             (`rlhf moderation-eval` can pick per-category thresholds for a target false-positive rate).
@@ -111,6 +143,13 @@ class ModerationTrainArguments:
         default=None, metadata={"help": "Configuration name of a Hub dataset."}
     )
     dataset_train_split: str = field(default="train", metadata={"help": "Split to train on."})
+    dataset_mixture: dict[str, Any] | str | None = field(
+        default=None,
+        metadata={"help": "Several labelled sources mixed and split by text (replaces dataset_name)."},
+    )
+    dataset_validation_split: str | None = field(
+        default=None, metadata={"help": "Split on which target_fpr chooses the thresholds."}
+    )
     dataset_test_split: str | None = field(
         default="test", metadata={"help": "Held-out split scored at the end."}
     )
@@ -143,6 +182,37 @@ class ModerationTrainArguments:
         default=True, metadata={"help": "Fold case, look-alike letters and zero-width characters first."}
     )
     max_length: int = field(default=128, metadata={"help": "Tokens per training text."})
+    train_mode: str = field(
+        default="full",
+        metadata={
+            "help": "full (fine-tune) or frozen (logistic head on frozen embeddings).",
+            "choices": ["full", "frozen"],
+        },
+    )
+    pooling: str = field(
+        default="mean",
+        metadata={
+            "help": "Pretrained encoders: mean-pooled linear head, or the model's own head.",
+            "choices": ["mean", "model"],
+        },
+    )
+    head_learning_rate: float | None = field(default=1e-3, metadata={"help": "Learning rate of the head."})
+    probe_init: bool = field(default=True, metadata={"help": "Start the head from the frozen-encoder fit."})
+    max_pos_weight: float = field(default=20.0, metadata={"help": "Cap of the per-category positive weight."})
+    target_fpr: float | None = field(
+        default=None, metadata={"help": "Choose thresholds on validation for this false-positive rate."}
+    )
+    target_fpr_scope: str = field(
+        default="category",
+        metadata={
+            "help": "target_fpr per category, or for all categories together.",
+            "choices": ["category", "overall"],
+        },
+    )
+    serve_backend: str = field(
+        default="classifier",
+        metadata={"help": "What moderation.yaml serves.", "choices": ["classifier", "cascade"]},
+    )
     threshold: float = field(default=0.5, metadata={"help": "Score threshold of every category."})
     tokenizer_vocab_size: int = field(
         default=4096, metadata={"help": "tiny backbone: WordPiece vocabulary size."}
@@ -162,10 +232,32 @@ class ModerationTrainArguments:
         from rlhf.moderation.data import parse_label_columns
 
         self.label_columns = parse_label_columns(self.label_columns)
+        if isinstance(self.dataset_mixture, str):
+            self.dataset_mixture = _load_mixture_spec(self.dataset_mixture)
+        if self.target_fpr is not None and not 0.0 <= self.target_fpr <= 1.0:
+            raise ValueError(f"target_fpr must be in [0, 1], got {self.target_fpr}")
 
 
-def load_examples(args: ModerationTrainArguments) -> tuple[Examples, Examples]:
-    """(train, held-out) examples with the same category columns."""
+def _load_mixture_spec(value: str) -> dict[str, Any]:
+    """``dataset_mixture`` given as a YAML file (its ``dataset_mixture:`` key or the whole mapping) or inline."""
+    text = Path(value).read_text() if Path(value).is_file() else value
+    parsed = yaml.safe_load(text)
+    if isinstance(parsed, dict) and isinstance(parsed.get("dataset_mixture"), dict):
+        parsed = parsed["dataset_mixture"]
+    if not isinstance(parsed, dict):
+        raise ValueError(
+            f"dataset_mixture must be a mapping with a 'sources:' list or a YAML file, got {value!r}"
+        )
+    return parsed
+
+
+def load_examples(
+    args: ModerationTrainArguments, data_dir: Path | None = None
+) -> tuple[Examples, Examples | None, Examples]:
+    """(train, validation or None, held-out test) examples with the same category columns.
+
+    With ``dataset_mixture`` the splits are built, written to ``data_dir`` and read back from there.
+    """
     from rlhf.moderation.data import DatasetError
 
     columns = dict(
@@ -175,26 +267,26 @@ def load_examples(args: ModerationTrainArguments) -> tuple[Examples, Examples]:
         unsafe_column=args.unsafe_column,
         label_mapping_name=args.label_mapping,
     )
-    train_ds = load_split(args.dataset_name, args.dataset_train_split, args.dataset_config, args.task_seed)
-    train = build_examples(
-        train_ds,
-        categories=args.categories,
-        source=f"{args.dataset_name}:{args.dataset_train_split}",
-        **columns,
-    )
-    test = None
-    single_file = Path(args.dataset_name).is_file()
+    dataset_name = args.dataset_name
+    if args.dataset_mixture is not None:
+        from rlhf.moderation.mixture import build_mixture, write_mixture
+
+        dataset_name = str(write_mixture(build_mixture(args.dataset_mixture), data_dir))
+        columns.update(text_column="text", label_columns=None, categories_column="categories",
+                       unsafe_column="unsafe", label_mapping_name=None, group_column="source")  # fmt: skip
+
+    def split(name: str, categories):
+        dataset = load_split(dataset_name, name, args.dataset_config, args.task_seed)
+        return build_examples(dataset, categories=categories, source=f"{dataset_name}:{name}", **columns)
+
+    train = split(args.dataset_train_split, args.categories)
+    single_file = Path(dataset_name).is_file()
+    validation = test = None
+    if args.dataset_validation_split and not single_file:
+        validation = split(args.dataset_validation_split, train.categories)
     if args.dataset_test_split and not single_file:
         try:
-            test_ds = load_split(
-                args.dataset_name, args.dataset_test_split, args.dataset_config, args.task_seed
-            )
-            test = build_examples(
-                test_ds,
-                categories=train.categories,
-                source=f"{args.dataset_name}:{args.dataset_test_split}",
-                **columns,
-            )
+            test = split(args.dataset_test_split, train.categories)
         except DatasetError as err:
             logger.warning(
                 "%s; holding out %.0f%% of the training rows", err, args.validation_split_percentage
@@ -208,7 +300,7 @@ def load_examples(args: ModerationTrainArguments) -> tuple[Examples, Examples]:
         order = list(range(len(train)))
         random.Random(0).shuffle(order)
         train = train.subset(sorted(order[: args.max_train_samples]))
-    return train, test
+    return train, validation, test
 
 
 def build_model(args: ModerationTrainArguments, model_args: ModelConfig, train: Examples, seed: int):
@@ -233,7 +325,7 @@ def build_model(args: ModerationTrainArguments, model_args: ModelConfig, train: 
         import torch
 
         dtype = getattr(torch, model_args.dtype) if model_args.dtype not in (None, "auto") else None
-        model, tokenizer = load_classifier_backbone(name, train.categories, dtype=dtype)
+        model, tokenizer = load_classifier_backbone(name, train.categories, dtype=dtype, pooling=args.pooling)
     model.config.rlhf_normalize_text = args.normalize_text
     if model_args.use_peft:
         from peft import LoraConfig, get_peft_model
@@ -260,6 +352,55 @@ def _target_modules(value):
     return value
 
 
+def class_weights(train: Examples, cap: float) -> list[float]:
+    """Per-category ``pos_weight`` for the loss: negatives / positives in the training rows, capped."""
+    import torch
+
+    from rlhf.moderation.pooled import positive_weights
+
+    return positive_weights(torch.tensor(train.labels, dtype=torch.float32), cap=cap).tolist()
+
+
+def fit_head(model, tokenizer, train: Examples, args: ModerationTrainArguments) -> None:
+    """The fast path: embed the training texts with the frozen encoder and set the head to a weighted
+    logistic regression per category on those embeddings."""
+    import torch
+
+    from rlhf.moderation.pooled import embed, fit_linear_head, positive_weights
+
+    texts = [normalize(t) for t in train.texts] if args.normalize_text else train.texts
+    features = embed(model, tokenizer, texts, args.max_length)
+    labels = torch.tensor(train.labels, dtype=torch.float32)
+    weight, bias = fit_linear_head(features, labels, positive_weights(labels, cap=args.max_pos_weight))
+    with torch.no_grad():
+        model.classifier.weight.copy_(weight.to(model.classifier.weight.dtype))
+        model.classifier.bias.copy_(bias.to(model.classifier.bias.dtype))
+
+
+def head_optimizer(model, training_args: TrainingArguments, head_learning_rate: float | None):
+    """AdamW with the head at ``head_learning_rate`` and the encoder at ``learning_rate`` (no weight decay on
+    biases and norms); Trainer adds its scheduler."""
+    import torch
+
+    head_lr = head_learning_rate or training_args.learning_rate
+    groups: dict[tuple[float, float], list] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        lr = head_lr if "classifier" in name.split(".") else training_args.learning_rate
+        decay = (
+            0.0
+            if name.endswith("bias") or "LayerNorm" in name or "norm" in name
+            else training_args.weight_decay
+        )
+        groups.setdefault((lr, decay), []).append(param)
+    return torch.optim.AdamW(
+        [{"params": p, "lr": lr, "weight_decay": wd} for (lr, wd), p in groups.items()],
+        betas=(training_args.adam_beta1, training_args.adam_beta2),
+        eps=training_args.adam_epsilon,
+    )
+
+
 def tokenize(examples: Examples, tokenizer, max_length: int, normalize_text: bool):
     """A ``datasets.Dataset`` of input_ids, attention_mask and float multi-hot labels."""
     import datasets
@@ -279,11 +420,14 @@ def main(args: ModerationTrainArguments, model_args: ModelConfig, training_args:
     """Train, save and score the classifier; returns the metrics written to metrics.json."""
     from transformers import DataCollatorWithPadding, Trainer, set_seed
 
-    from rlhf.moderation.classifier import ClassifierModerator
+    from rlhf.moderation.classifier import ClassifierModerator, resolve_thresholds
     from rlhf.moderation.data import DatasetError
+    from rlhf.moderation.evaluate import choose_thresholds
+    from rlhf.moderation.pooled import POOLING_KEY
     from rlhf.moderation.report import (
         flat_metrics,
         format_table,
+        group_table,
         plot_pr_curves,
         run_moderator,
         score_examples,
@@ -292,23 +436,39 @@ def main(args: ModerationTrainArguments, model_args: ModelConfig, training_args:
     output_dir = prepare_output_dir(training_args.output_dir, args.overwrite_output_dir)
     set_seed(training_args.seed)
     try:
-        train, test = load_examples(args)
+        train, validation, test = load_examples(args, output_dir / "data")
     except (DatasetError, ValueError) as err:  # a missing column, an unknown label mapping or category
         raise ConfigError(str(err).strip().splitlines()[0]) from None
     logger.info(
-        "moderation data: %d train / %d held-out rows, categories %s", len(train), len(test), train.categories
-    )
+        "moderation data: %d train / %s validation / %d test rows, categories %s",
+        len(train), len(validation) if validation else 0, len(test), train.categories,
+    )  # fmt: skip
     model, tokenizer = build_model(args, model_args, train, training_args.seed)
+    pooled = getattr(model.config, POOLING_KEY, None) == "mean"  # a MeanPoolClassifier (maybe under LoRA)
+    if args.train_mode == "frozen" and not pooled:
+        raise ConfigError("train_mode 'frozen' needs a pretrained encoder with pooling 'mean' (not 'tiny')")
 
-    trainer = Trainer(
-        model=model,
-        args=training_args,
-        train_dataset=tokenize(train, tokenizer, args.max_length, args.normalize_text),
-        data_collator=DataCollatorWithPadding(tokenizer),
-        processing_class=tokenizer,
-    )
-    train_result = trainer.train()
-    model = trainer.model
+    start = time.perf_counter()
+    losses, train_loss = [], None
+    if pooled and (args.train_mode == "frozen" or args.probe_init) and not model_args.use_peft:
+        fit_head(model, tokenizer, train, args)  # the fast path, and the fine-tune's starting head
+    if args.train_mode == "full":
+        optimizers = (None, None)
+        if pooled:
+            model.config.rlhf_pos_weight = class_weights(train, args.max_pos_weight)
+            optimizers = (head_optimizer(model, training_args, args.head_learning_rate), None)
+        trainer = Trainer(
+            model=model,
+            args=training_args,
+            train_dataset=tokenize(train, tokenizer, args.max_length, args.normalize_text),
+            data_collator=DataCollatorWithPadding(tokenizer),
+            processing_class=tokenizer,
+            optimizers=optimizers,
+        )
+        train_loss = trainer.train().training_loss
+        model = trainer.model
+        losses = [(e["step"], e["loss"]) for e in trainer.state.log_history if "loss" in e]
+    train_seconds = time.perf_counter() - start
     if model_args.use_peft:
         model = model.merge_and_unload()  # a plain classifier: the moderator loads it without peft
     model.save_pretrained(output_dir)
@@ -321,10 +481,27 @@ def main(args: ModerationTrainArguments, model_args: ModelConfig, training_args:
         max_length=max(args.max_length, 64),
         batch_size=training_args.per_device_eval_batch_size,
     )
-    scores = score_examples(run_moderator(moderator, test), test)
+    thresholds: dict[str, Any] = {"default": args.threshold}
+    if validation is not None and args.target_fpr is not None:
+        chosen = choose_thresholds(
+            run_moderator(moderator, validation), validation, args.target_fpr, args.target_fpr_scope
+        )
+        thresholds.update(chosen)
+        moderator.thresholds = resolve_thresholds(thresholds, moderator.categories)
+        print(
+            f"thresholds chosen on validation for FPR <= {args.target_fpr} ({args.target_fpr_scope}): "
+            + json.dumps(chosen)
+        )
+    start = time.perf_counter()
+    results = run_moderator(moderator, test)
+    test_seconds = time.perf_counter() - start
+    scores = score_examples(results, test)
     print(format_table(scores))
+    groups = {}
+    if test.groups is not None:
+        groups, group_text = group_table(results, test, test.groups)
+        print(group_text)
     plot_pr_curves(output_dir / "pr_curve.png", scores, title="Held-out precision-recall")
-    losses = [(e["step"], e["loss"]) for e in trainer.state.log_history if "loss" in e]
     if losses:
         plot_curves(output_dir / "loss.png", {"train": losses}, title="Moderation classifier training loss")
 
@@ -332,25 +509,25 @@ def main(args: ModerationTrainArguments, model_args: ModelConfig, training_args:
         **flat_metrics(scores, prefix="eval_"),
         "f1": scores["overall_f1"],  # the headline: unsafe-vs-safe F1 on the held-out split
         "eval_f1": scores["overall_f1"],
-        "train_loss": train_result.training_loss,
+        "train_loss": train_loss,
         "train_loss_first": losses[0][1] if losses else None,  # first and last logged losses: did it learn?
         "train_loss_last": losses[-1][1] if losses else None,
-        "train_runtime_s": train_result.metrics.get("train_runtime"),
+        "train_runtime_s": train_seconds,  # head fit + fine-tuning, seconds
+        "test_texts_per_s": len(test) / test_seconds if test_seconds > 0 else None,
+        "thresholds": thresholds,
+        "per_source": groups,
+        "train_mode": args.train_mode,
         "train_samples": len(train),
         "num_parameters": sum(p.numel() for p in model.parameters()),
         "categories": list(train.categories),
     }
     save_config(output_dir, args, model_args, training_args)
-    serve = {
-        "moderation": {
-            "backend": "classifier",
-            "classifier": {
-                "model": str(output_dir),
-                "thresholds": {"default": args.threshold},
-                "max_length": moderator.max_length,
-            },
+    classifier = {"model": str(output_dir), "thresholds": thresholds, "max_length": moderator.max_length}
+    serve = {"moderation": {"backend": "classifier", "classifier": classifier}}
+    if args.serve_backend == "cascade":  # the default blocklists first, then this classifier
+        serve = {
+            "moderation": {"backend": "cascade", "on_error": "block", "rules": {}, "classifier": classifier}
         }
-    }
     (output_dir / "moderation.yaml").write_text(
         "# A `moderation:` mapping that serves this classifier (rlhf.moderation.build_moderator)\n"
         + yaml.safe_dump(serve, sort_keys=False)
