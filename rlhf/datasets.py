@@ -470,9 +470,13 @@ def load_dataset_for(
         present = raw[first].column_names  # a mapping naming a missing column fails later, with its message
         renames = {k: v for k, v in (column_mapping or {}).items() if k != v and k in present}
         mapped = raw[first].rename_columns(renames)
-        parts = preferences.split_by_group(
+        parts, dropped = preferences.split_by_group(
             list(mapped), carve, seed=seed if split_seed is None else split_seed, train=first
         )
+        if dropped:
+            logger.warning(
+                "%s: dropped %d rows whose answer text is also in an earlier split", label, dropped
+            )
         logger.info("%s: carved %s from '%s' by prompt", label, {k: len(v) for k, v in parts.items()}, first)
         raw = DatasetDict({**raw, **{name: raw[first].select(rows) for name, rows in parts.items()}})
         report["carved"] = {
@@ -480,6 +484,7 @@ def load_dataset_for(
             "fractions": carve,
             "seed": seed if split_seed is None else split_seed,
         }
+        report["dropped_shared_answer"] = dropped
     missing = [s for s in splits if s not in raw]
     if missing:
         raise DatasetFormatError(f"dataset '{label}': no split {missing}; splits present: {list(raw)}")
@@ -645,6 +650,8 @@ class DatasetArguments:
         }
         out = out if sources else {}
         out.update({f"data_{split}_rows": n for split, n in report.get("rows", {}).items()})
+        if "dropped_shared_answer" in report:
+            out["data_dropped_shared_answer"] = report["dropped_shared_answer"]
         return out
 
     def save_split(self, output_dir: str | os.PathLike) -> Path | None:
@@ -659,6 +666,7 @@ class DatasetArguments:
             "dataset_name": self.dataset_name,
             "dataset_mixture": self.dataset_mixture,
             "carved": report["carved"],
+            "dropped_shared_answer": report["dropped_shared_answer"],
             "sources": report.get("sources", {}),
             "train_rows_used": report.get("train_rows_used"),
         }

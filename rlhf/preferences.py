@@ -201,39 +201,55 @@ def row_texts(row: Mapping[str, Any]) -> tuple[str, list[str]]:
     return _plain(row.get("prompt")), [a for a in answers if a]
 
 
-def group_rows(rows: Sequence[Mapping[str, Any]]) -> list[int]:
-    """A group id per row: rows sharing a prompt or an answer text (transitively) share a group."""
-    parent: dict[str, str] = {}
+def group_rows(rows: Sequence[Mapping[str, Any]], max_group_rows: int | None = None) -> list[int]:
+    """A group id per row: rows sharing a prompt always share a group; rows sharing an answer text do too,
+    unless joining them would make a group of more than ``max_group_rows`` rows (a generic answer such as a
+    refusal, found under many prompts, would otherwise glue everything into one group)."""
+    parent = list(range(len(rows)))
+    size = [1] * len(rows)
 
-    def find(key: str) -> str:
-        while parent.setdefault(key, key) != key:
-            parent[key] = parent[parent[key]]
-            key = parent[key]
-        return key
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
 
-    row_keys = []
-    for row in rows:
-        prompt, answers = row_texts(row)
-        keys = [f"p\x00{prompt}"] + [f"a\x00{a}" for a in answers]
-        for key in keys[1:]:
-            parent[find(key)] = find(keys[0])
-        row_keys.append(keys[0])
-    roots: dict[str, int] = {}
-    return [roots.setdefault(find(k), len(roots)) for k in row_keys]
+    def union(i: int, j: int, cap: int | None) -> None:
+        a, b = find(i), find(j)
+        if a != b and (cap is None or size[a] + size[b] <= cap):
+            parent[b] = a
+            size[a] += size[b]
+
+    texts = [row_texts(row) for row in rows]
+    first: dict[str, int] = {}
+    for i, (prompt, _) in enumerate(texts):
+        union(first.setdefault(prompt, i), i, None)
+    first = {}
+    for i, (_, answers) in enumerate(texts):
+        for answer in answers:
+            union(first.setdefault(answer, i), i, max_group_rows)
+    roots: dict[int, int] = {}
+    return [roots.setdefault(find(i), len(roots)) for i in range(len(rows))]
 
 
 def split_by_group(
     rows: Sequence[Mapping[str, Any]], fractions: Mapping[str, float], seed: int = 0, train: str = "train"
-) -> dict[str, list[int]]:
-    """Row indices per split: ``fractions`` (``{"validation": 0.1, "test": 0.2}``) of the rows, by group.
+) -> tuple[dict[str, list[int]], int]:
+    """Row indices per split: ``fractions`` (``{"test": 0.2, "validation": 0.1}``) of the rows, by group.
 
-    Groups are ordered by a hash of the seed and their smallest prompt text, and the held-out splits take
-    groups in that order until each holds at least its share of rows (rounded up); ``train`` gets the rest.
-    Each split's indices come back in that seeded order (shuffled, so a prefix is a fair subsample).
+    Groups (`group_rows`, at most half the smallest held-out split each) are ordered by a hash of the seed and
+    their smallest prompt text; the held-out splits, in the order given, take groups until each holds at
+    least its share of rows (rounded up), and ``train`` gets the rest. An answer text still found in two
+    splits (a generic answer) stays only in the first of them: its rows in later splits are dropped.
+    Each split's indices come back in the seeded order (shuffled, so a prefix is a fair subsample).
+
+    Returns:
+        ``({split: [row index, ...]}, rows dropped for a shared answer)``.
     """
     if any(not 0 < f < 1 for f in fractions.values()) or sum(fractions.values()) >= 1:
         raise ConfigError(f"held-out fractions {dict(fractions)} must each be in (0, 1) and sum below 1")
-    groups = group_rows(rows)
+    targets = {name: math.ceil(f * len(rows)) for name, f in fractions.items()}
+    groups = group_rows(rows, max(1, min(targets.values()) // 2))
     members: dict[int, list[int]] = {}
     for i, g in enumerate(groups):
         members.setdefault(g, []).append(i)
@@ -242,20 +258,21 @@ def split_by_group(
         key = min(row_texts(rows[i])[0] for i in members[group])
         return hashlib.sha256(f"{seed}\x00{key}".encode()).hexdigest()
 
-    ordered = sorted(members, key=order)
+    queue = iter(sorted(members, key=order))
     out: dict[str, list[int]] = {name: [] for name in fractions}
-    out[train] = []
-    queue = iter(ordered)
-    for name, fraction in fractions.items():
-        target = math.ceil(fraction * len(rows))
-        while len(out[name]) < target:
-            group = next(queue, None)
-            if group is None:
-                break
+    for name, target in targets.items():
+        while len(out[name]) < target and (group := next(queue, None)) is not None:
             out[name].extend(members[group])
-    for group in queue:
-        out[train].extend(members[group])
-    return out
+    out[train] = [i for group in queue for i in members[group]]
+    seen: set[str] = set()
+    dropped = 0
+    for name, indices in out.items():  # held-out splits first, then train
+        answers = {i: row_texts(rows[i])[1] for i in indices}
+        kept = [i for i in indices if not seen.intersection(answers[i])]
+        dropped += len(indices) - len(kept)
+        out[name] = kept
+        seen.update(a for i in kept for a in answers[i])
+    return out, dropped
 
 
 def split_overlap(splits: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, int]:
