@@ -263,57 +263,22 @@ def load_raw_dataset(
     path = Path(dataset_name)
     if path.exists():
         builder, data_files = _local_data_files(path)
-        converted = _load_preference_files(data_files, dataset_format, on_bad_row, counts)
+        converted = preferences.load_files(data_files, dataset_format, on_bad_row, counts)
         return converted if converted is not None else load_dataset(builder, data_files=data_files)
     if path.suffix.lower() in FILE_BUILDERS or os.sep in dataset_name and dataset_name.count("/") > 1:
         raise DatasetFormatError(f"dataset '{dataset_name}': no such file or folder")
     data = load_dataset(dataset_name, name=dataset_config)
     if not isinstance(data, DatasetDict):
         data = DatasetDict({"train": data})
-    if dataset_format in preferences.FORMATS or (
-        dataset_format == "auto" and len(data[next(iter(data))]) and _detect(data[next(iter(data))][0])
-    ):
-        fmt = dataset_format if dataset_format in preferences.FORMATS else _detect(data[next(iter(data))][0])
-        return _converted(
+    first = data[next(iter(data))]
+    detected = preferences.detect_format(first[0]) if len(first) else None
+    if dataset_format in preferences.FORMATS or (dataset_format == "auto" and detected):
+        fmt = dataset_format if dataset_format in preferences.FORMATS else detected
+        return preferences.to_dataset(
             {split: (list(rows), f"{dataset_name} (split '{split}')") for split, rows in data.items()},
             fmt, on_bad_row, counts,
         )  # fmt: skip
     return data
-
-
-def _detect(record: Mapping[str, Any]) -> str | None:
-    return preferences.detect_format(record)
-
-
-def _load_preference_files(
-    data_files: Mapping[str, str], dataset_format: str, on_bad_row: str, counts: dict[str, Any] | None
-) -> DatasetDict | None:
-    """Local PandaLM / pairwise JSON(L) files converted to preference rows; None for every other format."""
-    if dataset_format not in ("auto", *preferences.FORMATS):
-        return None
-    if any(Path(f).suffix.lower() not in (".json", ".jsonl") for f in data_files.values()):
-        return None
-    records = {split: (preferences.read_records(f), f) for split, f in data_files.items()}
-    first = next((r[0] for r, _ in records.values() if r), None)
-    fmt = dataset_format if dataset_format != "auto" else (first is not None and _detect(first))
-    return _converted(records, fmt, on_bad_row, counts) if fmt else None
-
-
-def _converted(records, fmt: str, on_bad_row: str, counts: dict[str, Any] | None) -> DatasetDict:
-    out = {}
-    for split, (rows, source) in records.items():
-        converted, n = preferences.convert_records(rows, fmt, source, on_bad_row)
-        if not converted:
-            raise DatasetFormatError(f"{source}: no usable {fmt} pair ({n})")
-        if n["ties"] or n["no_majority"] or n["bad_rows"]:
-            logger.warning(
-                "%s: %d pairs; dropped %d ties, %d without a majority, %d malformed rows",
-                source, n["pairs"], n["ties"], n["no_majority"], n["bad_rows"],
-            )  # fmt: skip
-        if counts is not None:
-            counts[source] = {"format": fmt, **n}
-        out[split] = Dataset.from_list(converted)
-    return DatasetDict(out)
 
 
 def prepare_split(

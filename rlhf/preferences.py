@@ -25,12 +25,15 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from rlhf.config import ConfigError
+
+logger = logging.getLogger(__name__)
 
 FORMATS = ("pandalm", "pairwise")
 BAD_ROW_POLICIES = ("error", "drop")
@@ -313,3 +316,51 @@ def write_split(output_dir: str | Path, data: Mapping[str, Any], manifest: Mappi
     path = Path(output_dir) / "split.json"
     path.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
     return path
+
+
+# ----------------------------------------------------------------------------------------------
+# files -> datasets
+
+
+def load_files(
+    data_files: Mapping[str, str], dataset_format: str, on_bad_row: str, counts: dict[str, Any] | None
+):
+    """Local PandaLM / pairwise JSON(L) files (``{split: path}``) as a ``DatasetDict`` of preference rows;
+    None when they are in another format (``dataset_format="auto"``) or ``dataset_format`` names another."""
+    if dataset_format not in ("auto", *FORMATS):
+        return None
+    if any(Path(f).suffix.lower() not in (".json", ".jsonl") for f in data_files.values()):
+        return None
+    try:
+        records = {split: (read_records(f), f) for split, f in data_files.items()}
+    except MalformedRowError:
+        if dataset_format != "auto":
+            raise
+        return None  # not a list of objects: left to the `datasets` JSON reader
+    first = next((r[0] for r, _ in records.values() if r), None)
+    fmt = (
+        dataset_format if dataset_format != "auto" else (detect_format(first) if first is not None else None)
+    )
+    return to_dataset(records, fmt, on_bad_row, counts) if fmt else None
+
+
+def to_dataset(records, fmt: str, on_bad_row: str, counts: dict[str, Any] | None):
+    """``{split: (records, source)}`` of ``fmt`` -> ``DatasetDict`` of preference rows; counts per source."""
+    from datasets import Dataset, DatasetDict
+
+    from rlhf.datasets import DatasetFormatError
+
+    out = {}
+    for split, (rows, source) in records.items():
+        converted, n = convert_records(rows, fmt, source, on_bad_row)
+        if not converted:
+            raise DatasetFormatError(f"{source}: no usable {fmt} pair ({n})")
+        if n["ties"] or n["no_majority"] or n["bad_rows"]:
+            logger.warning(
+                "%s: %d pairs; dropped %d ties, %d without a majority, %d malformed rows",
+                source, n["pairs"], n["ties"], n["no_majority"], n["bad_rows"],
+            )  # fmt: skip
+        if counts is not None:
+            counts[source] = {"format": fmt, **n}
+        out[split] = Dataset.from_list(converted)
+    return DatasetDict(out)
