@@ -210,12 +210,13 @@ def held_out_report(rows: Sequence[dict], pairs, tokenizer, script_args, model_a
     reward = ([r["reward_chosen"] for r in rows], [r["reward_rejected"] for r in rows])
     base = None
     if script_args.eval_baselines:
-        base = load_causal_lm(
-            model_args.model_name_or_path, gguf_file=script_args.gguf_file, dtype=model_args.dtype
-        )
-    batch = max(
-        1, script_args.eval_score_batch_size // 4
-    )  # a vocabulary-wide softmax per token: smaller batches
+        try:  # after training: a model without a causal-LM form skips this baseline, it does not end the run
+            base = load_causal_lm(
+                model_args.model_name_or_path, gguf_file=script_args.gguf_file, dtype=model_args.dtype
+            )
+        except (OSError, ValueError) as err:
+            logger.warning("no log-probability baseline: %s (%s)", model_args.model_name_or_path, err)
+    batch = max(1, script_args.eval_score_batch_size // 4)  # a softmax over the vocabulary per token
     metrics = compare_with_baselines(reward, baseline_scores(base, tokenizer, pairs, batch), groups, seed)
     print(f"reward: {metrics['verdict']}")
     return metrics
