@@ -89,7 +89,14 @@ def test_reward_stage_from_an_adapter_directory_starts_from_base_plus_adapter(wo
 def test_reward_stage_from_a_gguf_file_and_its_adapter_reloads(workdir, tmp_path):
     out = tmp_path / "gguf-run"
     metrics = run_reward(
-        workdir, out, GGUF, max_steps=1, per_device_train_batch_size=2, eval_pairs=4, max_length=64
+        workdir,
+        out,
+        GGUF,
+        max_steps=1,
+        per_device_train_batch_size=2,
+        eval_pairs=4,
+        max_length=64,
+        eval_baselines=False,  # one load of the GGUF less
     )
     assert metrics["total_parameters"] > 100e6 and metrics["steps"] == 1  # the real 135M model
     config = json.loads((out / "merged" / "config.json").read_text())
