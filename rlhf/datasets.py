@@ -29,6 +29,7 @@ from typing import Any
 
 from datasets import Dataset, DatasetDict, load_dataset
 
+from rlhf import preferences
 from rlhf.config import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ REQUIRED_COLUMNS: dict[str, tuple[tuple[str, ...], ...]] = {
     "prompts": (("prompt",),),
 }
 FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
-DATASET_FORMATS = ("auto", "trl", "hh-rlhf")
+DATASET_FORMATS = ("auto", "trl", "hh-rlhf", "pandalm", "pairwise")  # the last two: see rlhf.preferences
 
 
 class DatasetFormatError(ConfigError, ValueError):
@@ -249,8 +250,12 @@ def load_raw_dataset(
     dataset_config: str | None = None,
     seed: int = 0,
     task_kwargs: Mapping[str, Any] | None = None,
+    dataset_format: str = "auto",
+    on_bad_row: str = "error",
+    counts: dict[str, Any] | None = None,
 ) -> DatasetDict:
-    """The dataset as stored, before mapping, conversion and checks."""
+    """The dataset as stored, before mapping, conversion and checks (PandaLM / pairwise files already converted
+    to preference rows, with what was dropped added to ``counts``)."""
     if dataset_name == "builtin":
         from rlhf.task import load_builtin
 
@@ -258,12 +263,21 @@ def load_raw_dataset(
     path = Path(dataset_name)
     if path.exists():
         builder, data_files = _local_data_files(path)
-        return load_dataset(builder, data_files=data_files)
+        converted = preferences.load_files(data_files, dataset_format, on_bad_row, counts)
+        return converted if converted is not None else load_dataset(builder, data_files=data_files)
     if path.suffix.lower() in FILE_BUILDERS or os.sep in dataset_name and dataset_name.count("/") > 1:
         raise DatasetFormatError(f"dataset '{dataset_name}': no such file or folder")
     data = load_dataset(dataset_name, name=dataset_config)
     if not isinstance(data, DatasetDict):
         data = DatasetDict({"train": data})
+    first = data[next(iter(data))]
+    detected = preferences.detect_format(first[0]) if len(first) else None
+    if dataset_format in preferences.FORMATS or (dataset_format == "auto" and detected):
+        fmt = dataset_format if dataset_format in preferences.FORMATS else detected
+        return preferences.to_dataset(
+            {split: (list(rows), f"{dataset_name} (split '{split}')") for split, rows in data.items()},
+            fmt, on_bad_row, counts,
+        )  # fmt: skip
     return data
 
 
@@ -286,6 +300,12 @@ def prepare_split(
         dataset = dataset.rename_columns({k: v for k, v in column_mapping.items() if k != v})
     if dataset_format not in DATASET_FORMATS:
         raise DatasetFormatError(f"dataset_format '{dataset_format}' is not one of {list(DATASET_FORMATS)}")
+    present = set(dataset.column_names)
+    if kind == "sft" and {"prompt", "chosen"} <= present and not present & {"completion", "messages"}:
+        logger.info("%s (split '%s'): SFT on the chosen answers of preference pairs", source, split)
+        dataset = dataset.remove_columns(["rejected"] if "rejected" in present else []).rename_column(
+            "chosen", "completion"
+        )
     raw_hh = (
         "chosen" in dataset.column_names
         and "prompt" not in dataset.column_names
@@ -318,6 +338,8 @@ def prepare_split(
     if kind == "preference" and "prompt" not in dataset.column_names:
         dataset = dataset.map(split_implicit_prompt)
     check_columns(dataset, kind, source, split)
+    if kind == "preference":
+        preferences.check_answers(dataset, source, split)
     return dataset
 
 
@@ -343,27 +365,36 @@ def check_columns_present_for_kind(dataset: Dataset, kind: str, source: str, spl
 
 def load_dataset_for(
     kind: str,
-    dataset_name: str,
+    dataset_name: str | Sequence[str],
     *,
     splits: Sequence[str] = ("train", "test"),
     dataset_config: str | None = None,
     column_mapping: Mapping[str, str] | None = None,
     dataset_format: str = "auto",
     holdout_fraction: float = 0.1,
+    validation_fraction: float = 0.0,
     seed: int = 0,
+    split_seed: int | None = None,
     task_kwargs: Mapping[str, Any] | None = None,
+    on_bad_row: str = "error",
+    report: dict[str, Any] | None = None,
 ) -> DatasetDict:
     """Load the ``splits`` of a dataset for a stage, converted and checked (see the module docstring).
 
     Args:
         kind: ``"sft"``, ``"preference"`` or ``"prompts"``.
-        dataset_name: ``"builtin"``, a local file or folder of ``<split>.<ext>`` files, or a Hub id.
-        splits: the split names the stage uses, the training split first; a missing later split (the held-out
-            one) is carved from the first with ``holdout_fraction`` of its rows.
+        dataset_name: ``"builtin"``, a local file or folder of ``<split>.<ext>`` files, or a Hub id; or several
+            preference sources (a list), pooled before the split.
+        splits: the split names the stage uses, the training split first. Missing held-out splits are carved
+            from the first by group (rows sharing a prompt or an answer text stay together; see
+            `rlhf.preferences.split_by_group`): ``holdout_fraction`` of the rows as the test split and, when
+            ``validation_fraction`` > 0, that share as ``validation`` too (the test split is the same either way).
         column_mapping: ``{"their_column": "our_column"}`` renames applied before anything else.
-        dataset_format: ``"auto"`` (detects raw HH-RLHF), ``"hh-rlhf"`` or ``"trl"`` (no conversion).
-        seed: the built-in task's world seed, and the seed of a held-out carve-out.
+        dataset_format: ``"auto"`` (detects raw HH-RLHF, PandaLM and pairwise files), or one format by name.
+        seed: the built-in task's world seed; ``split_seed`` (default: ``seed``) orders the carved groups.
         task_kwargs: the built-in task's size knobs.
+        on_bad_row: ``"error"`` (stop at a malformed PandaLM / pairwise row) or ``"drop"`` (drop and count it).
+        report: filled with what was read, dropped and carved, and (``"data"``) every split, when given.
 
     Returns:
         ``DatasetDict`` with exactly ``splits``.
@@ -373,29 +404,73 @@ def load_dataset_for(
     """
     if kind not in KINDS:
         raise ValueError(f"kind '{kind}' is not one of {list(KINDS)}")
-    raw = load_raw_dataset(dataset_name, kind, dataset_config, seed, task_kwargs)
+    report = {} if report is None else report
+    counts: dict[str, Any] = {}
+    names = [dataset_name] if isinstance(dataset_name, str) else list(dataset_name)
+    label = " + ".join(names)
+    raws = [
+        load_raw_dataset(n, kind, dataset_config, seed, task_kwargs, dataset_format, on_bad_row, counts)
+        for n in names
+    ]
+    raw = raws[0] if len(raws) == 1 else _pool(raws, names, column_mapping, dataset_format)
+    if len(raws) > 1:
+        column_mapping, dataset_format = None, "trl"  # applied per source by _pool
     first = splits[0]
     if first not in raw:
         raise DatasetFormatError(
-            f"dataset '{dataset_name}': no split '{first}'; splits present: {list(raw)} (set dataset_train_split)"
+            f"dataset '{label}': no split '{first}'; splits present: {list(raw)} (set dataset_train_split)"
         )
-    missing = [s for s in splits[1:] if s not in raw]
-    if missing:
-        if not 0 < holdout_fraction < 1:
+    test_name = next((s for s in splits[1:] if s != "validation"), "test")
+    fractions = {test_name: holdout_fraction}
+    if validation_fraction > 0:
+        fractions["validation"] = validation_fraction
+    elif "validation" in splits[1:]:
+        fractions = {"validation": holdout_fraction}
+    carve = {name: f for name, f in fractions.items() if name not in raw}
+    if any(s not in raw for s in splits[1:]) and carve:
+        if not all(0 < f < 1 for f in carve.values()):
             raise DatasetFormatError(
-                f"dataset '{dataset_name}': no split {missing}; splits present: {list(raw)}"
+                f"dataset '{label}': no split {list(carve)}; splits present: {list(raw)}"
             )
-        carved = raw[first].train_test_split(test_size=holdout_fraction, seed=seed)
-        logger.info(
-            "%s: holding out %d rows of '%s' as '%s'", dataset_name, len(carved["test"]), first, missing[0]
+        present = raw[first].column_names  # a mapping naming a missing column fails later, with its message
+        renames = {k: v for k, v in (column_mapping or {}).items() if k != v and k in present}
+        mapped = raw[first].rename_columns(renames)
+        parts, dropped = preferences.split_by_group(
+            list(mapped), carve, seed=seed if split_seed is None else split_seed, train=first
         )
-        raw = DatasetDict({**raw, first: carved["train"], missing[0]: carved["test"]})
-    return DatasetDict(
-        {
-            split: prepare_split(raw[split], kind, dataset_name, split, column_mapping, dataset_format)
-            for split in splits
+        if dropped:
+            logger.warning(
+                "%s: dropped %d rows whose answer text is also in an earlier split", label, dropped
+            )
+        logger.info("%s: carved %s from '%s' by prompt", label, {k: len(v) for k, v in parts.items()}, first)
+        raw = DatasetDict({**raw, **{name: raw[first].select(rows) for name, rows in parts.items()}})
+        report["carved"] = {
+            "from": first,
+            "fractions": carve,
+            "seed": seed if split_seed is None else split_seed,
         }
+        report["dropped_shared_answer"] = dropped
+    missing = [s for s in splits if s not in raw]
+    if missing:
+        raise DatasetFormatError(f"dataset '{label}': no split {missing}; splits present: {list(raw)}")
+    wanted = list(dict.fromkeys([*splits, *(report.get("carved", {}).get("fractions", {}))]))
+    data = DatasetDict(
+        {s: prepare_split(raw[s], kind, label, s, column_mapping, dataset_format) for s in wanted}
     )
+    report.update(sources=counts, data=data, rows={s: len(d) for s, d in data.items()})
+    return DatasetDict({s: data[s] for s in splits})
+
+
+def _pool(raws, names, column_mapping, dataset_format) -> DatasetDict:
+    """Several preference sources -> one ``DatasetDict`` of conversational prompt/chosen/rejected, per split."""
+    pooled: dict[str, list] = {}
+    for raw, name in zip(raws, names, strict=True):
+        for split, dataset in raw.items():
+            rows = prepare_split(dataset, "preference", name, split, column_mapping, dataset_format)
+            pooled.setdefault(split, []).append(rows.select_columns(["prompt", "chosen", "rejected"]))
+    from datasets import concatenate_datasets
+
+    return DatasetDict({split: concatenate_datasets(parts) for split, parts in pooled.items()})
 
 
 def parse_column_mapping(value: Mapping[str, str] | str | None) -> dict[str, str] | None:
@@ -431,9 +506,20 @@ class DatasetArguments:
         dataset_column_mapping (`dict` or `str` or `None`, *optional*, defaults to `None`):
             Renames applied first, `{"your_column": "trl_column"}` (JSON text on the command line).
         dataset_format (`str`, *optional*, defaults to `"auto"`):
-            `"auto"` (detects Anthropic HH-RLHF raw dialogues), `"hh-rlhf"`, or `"trl"` (TRL's standard formats).
+            `"auto"` (detects Anthropic HH-RLHF raw dialogues, PandaLM's three votes and LLMBar / MT-Bench's
+            `output_1`/`output_2`/`label`), `"hh-rlhf"`, `"pandalm"`, `"pairwise"`, or `"trl"` (TRL's formats).
+        dataset_mixture (`list[str]` or `None`, *optional*, defaults to `None`):
+            More preference sources pooled with `dataset_name` (each in its own format) before the split.
         holdout_fraction (`float`, *optional*, defaults to `0.1`):
-            Share of the training rows held out when the dataset has no `dataset_test_split`.
+            Share of the training rows held out as `dataset_test_split` when the dataset has none (by prompt:
+            rows sharing a prompt or an answer text stay in one split).
+        validation_fraction (`float`, *optional*, defaults to `0.0`):
+            Share of the rows also held out as a `validation` split when the dataset has none (0: no split).
+        split_seed (`int`, *optional*, defaults to `0`):
+            Seed of that split; independent of the training `seed`, so every seed and stage sees the same split.
+        bad_rows (`str`, *optional*, defaults to `"error"`):
+            A malformed PandaLM / pairwise row (missing field, bad label, empty answer): `"error"` stops naming
+            the file, the row and the field; `"drop"` drops it and counts it in `split.json` and the metrics.
         max_train_samples (`int` or `None`, *optional*, defaults to `None`):
             Train on at most this many rows (`None`: all).
         task_seed (`int`, *optional*, defaults to `0`):
@@ -458,10 +544,29 @@ class DatasetArguments:
     )
     dataset_format: str = field(
         default="auto",
-        metadata={"help": "auto (detects raw HH-RLHF), hh-rlhf, or trl.", "choices": list(DATASET_FORMATS)},
+        metadata={
+            "help": "auto (detects HH-RLHF, PandaLM, pairwise), hh-rlhf, pandalm, pairwise, or trl.",
+            "choices": list(DATASET_FORMATS),
+        },
+    )
+    dataset_mixture: list[str] | None = field(
+        default=None, metadata={"help": "More preference sources pooled with dataset_name before the split."}
     )
     holdout_fraction: float = field(
-        default=0.1, metadata={"help": "Share of training rows held out when there is no test split."}
+        default=0.1, metadata={"help": "Share of rows held out (by prompt) when there is no test split."}
+    )
+    validation_fraction: float = field(
+        default=0.0, metadata={"help": "Share of rows also held out as 'validation' (0: none)."}
+    )
+    split_seed: int = field(
+        default=0, metadata={"help": "Seed of the held-out split (not the training seed)."}
+    )
+    bad_rows: str = field(
+        default="error",
+        metadata={
+            "help": "Malformed preference rows: error or drop.",
+            "choices": list(preferences.BAD_ROW_POLICIES),
+        },
     )
     max_train_samples: int | None = field(default=None, metadata={"help": "Train on at most this many rows."})
     task_seed: int = field(default=0, metadata={"help": "Built-in task: seed of the generated world."})
@@ -474,19 +579,60 @@ class DatasetArguments:
         return {"num_people": self.task_num_people} if self.task_num_people is not None else {}
 
     def load(self, kind: str, seed: int) -> DatasetDict:
-        """Load the train and held-out splits for ``kind`` (see `load_dataset_for`), checked."""
+        """Load the train and held-out splits for ``kind`` (see `load_dataset_for`), checked.
+
+        What was read, dropped and carved is kept in ``self.data_report`` (see `save_split`).
+        """
+        self.data_report: dict[str, Any] = {}
+        builtin = self.dataset_name == "builtin"
         data = load_dataset_for(
             kind,
-            self.dataset_name,
+            [self.dataset_name, *self.dataset_mixture] if self.dataset_mixture else self.dataset_name,
             splits=(self.dataset_train_split, self.dataset_test_split),
             dataset_config=self.dataset_config,
             column_mapping=parse_column_mapping(self.dataset_column_mapping),
             dataset_format=self.dataset_format,
             holdout_fraction=self.holdout_fraction,
-            seed=self.task_seed if self.dataset_name == "builtin" else seed,
+            validation_fraction=self.validation_fraction,
+            seed=self.task_seed if builtin else seed,
+            split_seed=self.split_seed,
             task_kwargs=self.task_kwargs(),
+            on_bad_row=self.bad_rows,
+            report=self.data_report,
         )
         train = data[self.dataset_train_split]
         if self.max_train_samples is not None and len(train) > self.max_train_samples:
             train = train.select(range(self.max_train_samples))
+        self.data_report["train_rows_used"] = len(train)
         return DatasetDict({"train": train, "test": data[self.dataset_test_split]})
+
+    def data_metrics(self) -> dict[str, Any]:
+        """Flat counts for metrics.json: pairs read and dropped (ties, no majority, malformed), rows per split."""
+        report = getattr(self, "data_report", {})
+        sources = report.get("sources", {}).values()
+        out = {
+            f"data_{k}": sum(s[k] for s in sources) for k in ("rows_read", "ties", "no_majority", "bad_rows")
+        }
+        out = out if sources else {}
+        out.update({f"data_{split}_rows": n for split, n in report.get("rows", {}).items()})
+        if "dropped_shared_answer" in report:
+            out["data_dropped_shared_answer"] = report["dropped_shared_answer"]
+        return out
+
+    def save_split(self, output_dir: str | os.PathLike) -> Path | None:
+        """Write the split this run carved into ``output_dir/split/`` + ``split.json`` (None: nothing carved).
+
+        A later stage reads the same rows with ``dataset_name: <output_dir>/split``; a rerun carves the same.
+        """
+        report = getattr(self, "data_report", {})
+        if "carved" not in report:
+            return None
+        manifest = {
+            "dataset_name": self.dataset_name,
+            "dataset_mixture": self.dataset_mixture,
+            "carved": report["carved"],
+            "dropped_shared_answer": report["dropped_shared_answer"],
+            "sources": report.get("sources", {}),
+            "train_rows_used": report.get("train_rows_used"),
+        }
+        return preferences.write_split(output_dir, report["data"], manifest)

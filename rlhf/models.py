@@ -126,7 +126,9 @@ def load_tokenizer(
         base = _adapter_base(source)
         if base is None:
             raise
-        tokenizer = AutoTokenizer.from_pretrained(base, trust_remote_code=trust_remote_code)
+        base, base_gguf = split_gguf(base, None)  # the base may itself be a GGUF file
+        extra = {"gguf_file": base_gguf} if base_gguf else {}
+        tokenizer = AutoTokenizer.from_pretrained(base, trust_remote_code=trust_remote_code, **extra)
     if chat_template_path:
         tokenizer.chat_template = read_chat_template(chat_template_path, trust_remote_code)
     if require_chat_template and not tokenizer.chat_template:
@@ -162,36 +164,53 @@ def read_chat_template(chat_template_path: str, trust_remote_code: bool = False)
     return template
 
 
-def _from_pretrained(auto_cls, source: str, gguf_file: str | None, **kwargs) -> PreTrainedModel:
+def _from_pretrained(
+    auto_cls, source: str, gguf_file: str | None, origin: str | None = None, **kwargs
+) -> PreTrainedModel:
+    """Load from a directory, Hub id, GGUF file or adapter directory; ``origin`` is the name the user gave."""
     if gguf_file:
         model = auto_cls.from_pretrained(source, gguf_file=gguf_file, **kwargs)
-        return dequantized_copy(model, auto_cls)
+        # a `package:` name stays portable in saved configs and adapters; a path is recorded as the file itself
+        name = origin if str(origin).startswith(PACKAGE_PREFIX) else str(Path(source) / gguf_file)
+        return dequantized_copy(model, auto_cls, name_or_path=name)
     base = _adapter_base(source)
-    if base is not None:  # an adapter directory: load its base and fold the adapter in
+    if base is not None:  # an adapter directory: load its base (itself any source) and fold the adapter in
         from peft import PeftModel
 
-        model = auto_cls.from_pretrained(base, **kwargs)
+        model = _from_pretrained(auto_cls, *split_gguf(base, None), origin=base, **kwargs)
         return PeftModel.from_pretrained(model, source).merge_and_unload()
     return auto_cls.from_pretrained(source, **kwargs)
 
 
-def dequantized_copy(model: PreTrainedModel, auto_cls=AutoModelForCausalLM) -> PreTrainedModel:
+def dequantized_copy(
+    model: PreTrainedModel, auto_cls=AutoModelForCausalLM, name_or_path: str | None = None
+) -> PreTrainedModel:
     """Rebuild a GGUF-loaded model from its config without the quantisation config, so it can be saved.
 
     ``from_pretrained(..., gguf_file=...)`` already dequantises the weights; only the attached
-    ``quantization_config`` makes ``save_pretrained`` refuse. The copy has the same weights and dtype.
+    ``quantization_config`` makes ``save_pretrained`` refuse. The copy has the same weights and dtype, whatever
+    the head (causal LM, or the sequence classifier of a reward or value model). ``name_or_path`` (the
+    ``.gguf`` path) is recorded as the model's source, so an adapter trained on the copy names a base that
+    loads again.
     """
     if getattr(model, "hf_quantizer", None) is None and not hasattr(model.config, "quantization_config"):
         return model
     config = model.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config
+    if name_or_path:
+        config._name_or_path = name_or_path
     dtype = next(model.parameters()).dtype
     clean = auto_cls.from_config(config, dtype=dtype)
-    clean.load_state_dict(model.state_dict(), strict=False)
-    if clean.get_output_embeddings() is not None and getattr(config, "tie_word_embeddings", False):
+    missing, unexpected = clean.load_state_dict(model.state_dict(), strict=False)
+    tie = getattr(config, "tie_word_embeddings", False)
+    tied = set(getattr(clean, "_tied_weights_keys", None) or {}) if tie else set()
+    if unexpected or set(missing) - tied:
+        raise RuntimeError(f"GGUF copy of {type(model).__name__}: missing {missing}, unexpected {unexpected}")
+    if clean.get_output_embeddings() is not None and tie:
         clean.tie_weights()
-    clean.generation_config = model.generation_config
+    if model.can_generate():  # only generative heads carry a generation config
+        clean.generation_config = model.generation_config
     return clean
 
 
@@ -216,7 +235,7 @@ def load_causal_lm(
         kwargs["revision"] = revision
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
-    model = _from_pretrained(AutoModelForCausalLM, source, gguf_file, **kwargs)
+    model = _from_pretrained(AutoModelForCausalLM, source, gguf_file, origin=name_or_path, **kwargs)
     return model.to(device) if device else model
 
 
@@ -253,7 +272,9 @@ def load_reward_model(
             raise ValueError(
                 f"'{name_or_path}' is a classifier with {config.num_labels} labels; a reward model has exactly one"
             )
-    model = _from_pretrained(AutoModelForSequenceClassification, source, gguf_file, **kwargs)
+    model = _from_pretrained(
+        AutoModelForSequenceClassification, source, gguf_file, origin=name_or_path, **kwargs
+    )
     if pad_token_id is not None:
         model.config.pad_token_id = pad_token_id
     return model

@@ -26,7 +26,6 @@ from rlhf.config import ConfigError, config_to_dict, run_cli
 from rlhf.datasets import DatasetArguments
 from rlhf.evaluation import (
     builtin_judge,
-    conversation_ids,
     markdown_table,
     pairwise_accuracy,
     plot_histogram,
@@ -34,6 +33,7 @@ from rlhf.evaluation import (
     score_sequences,
 )
 from rlhf.models import auto_precision, count_parameters, load_reward_model, load_tokenizer, save_merged
+from rlhf.preference_eval import fit_pairs, held_out_report, tokenize_pairs
 from rlhf.runs import plot_curves, prepare_output_dir, write_metrics, write_model_card
 from rlhf.stages import (
     curves,
@@ -65,6 +65,9 @@ class RewardScriptArguments(DatasetArguments):
             Sequences per forward pass in that evaluation.
         card_samples (`int`, *optional*, defaults to `6`):
             Held-out pairs with their rewards shown in the model card.
+        eval_baselines (`bool`, *optional*, defaults to `True`):
+            Score the held-out pairs with the base model's mean log-probability per answer token too (loads
+            `model_name_or_path` as a causal LM once more); "the longer answer wins" is always measured.
         save_merged (`bool`, *optional*, defaults to `True`):
             Also save the reward model with the adapter merged in `output_dir/merged` (what the RL stage loads).
         overwrite_output_dir (`bool`, *optional*, defaults to `False`):
@@ -82,6 +85,9 @@ class RewardScriptArguments(DatasetArguments):
         default=64, metadata={"help": "Sequences per forward pass when scoring."}
     )
     card_samples: int = field(default=6, metadata={"help": "Held-out pairs shown in the model card."})
+    eval_baselines: bool = field(
+        default=True, metadata={"help": "Also score held-out pairs by the base model's mean log-probability."}
+    )
     save_merged: bool = field(
         default=True, metadata={"help": "Also save the merged reward model in output_dir/merged."}
     )
@@ -104,18 +110,6 @@ class RewardConfig(trl.RewardConfig):
     def __post_init__(self):
         auto_precision(self)
         super().__post_init__()
-
-
-def tokenize_pairs(dataset, tokenizer):
-    """Add ``chosen_ids``/``rejected_ids``: prompt + answer through the chat template, ending at end-of-turn."""
-
-    def encode(example):
-        return {
-            "chosen_ids": conversation_ids(tokenizer, example["prompt"], example["chosen"]),
-            "rejected_ids": conversation_ids(tokenizer, example["prompt"], example["rejected"]),
-        }
-
-    return dataset.map(encode, desc="Tokenizing pairs")
 
 
 def reward_peft_config(model_args: ModelConfig):
@@ -153,8 +147,11 @@ def main(script_args: RewardScriptArguments, training_args: RewardConfig, model_
         training_args.output_dir, script_args.overwrite_output_dir, state.is_main_process,
         script_args, training_args, model_args,
     )  # fmt: skip
-    with state.main_process_first():
-        train, test = tokenize_pairs(data["train"], tokenizer), tokenize_pairs(data["test"], tokenizer)
+    if state.is_main_process:
+        script_args.save_split(output_dir)  # a carved split: later stages and reruns read the same rows
+    with state.main_process_first():  # too-long pairs lose prompt tokens from the left; TRL then drops none
+        train, fit = fit_pairs(tokenize_pairs(data["train"], tokenizer), training_args.max_length, "train")
+        test, fit_test = fit_pairs(tokenize_pairs(data["test"], tokenizer), training_args.max_length, "eval")
     set_seed(training_args.seed)  # the score head is initialised at random
     model = load_reward_model(
         model_args.model_name_or_path,
@@ -194,6 +191,10 @@ def main(script_args: RewardScriptArguments, training_args: RewardConfig, model_
         "total_parameters": total,
         "num_processes": trainer.accelerator.num_processes,
         "bf16": bool(training_args.bf16),
+        **fit,
+        **fit_test,
+        **script_args.data_metrics(),
+        "eval_split": script_args.dataset_test_split,
     }
     if trainer.accelerator.is_main_process:
         # without accelerate's mixed-precision forward: scores in the saved model's own precision
@@ -201,6 +202,7 @@ def main(script_args: RewardScriptArguments, training_args: RewardConfig, model_
         if script_args.save_merged:
             save_merged(model, tokenizer, output_dir / "merged")
         rows, held_out = evaluate_pairs(model, tokenizer, test, script_args, training_args.seed)
+        held_out.update(held_out_report(rows, test, tokenizer, script_args, model_args, training_args.seed))
         metrics.update(held_out)
         metrics["wall_time_s"] = time.perf_counter() - wall_start
         write_outputs(
@@ -293,6 +295,7 @@ def write_outputs(output_dir, script_args, training_args, model_args, metrics, r
         description=(
             f"A reward model (LoRA adapter, and `merged/`: the full `AutoModelForSequenceClassification`) trained "
             f"from `{model_args.model_name_or_path}` on `{script_args.dataset_name}` with TRL's `RewardTrainer`."
+            f"\n\n## Held-out accuracy (`{metrics['eval_split']}` split)\n\n{metrics.get('verdict', '')}"
             f"\n\n## Held-out pairs\n\n{table}"
         ),
         base_model=model_args.model_name_or_path,
