@@ -88,7 +88,7 @@ HEADLINES: dict[str, list[tuple[str, str, str | None]]] = {
     "sft": [("answer_accuracy", "answer accuracy, held-out", ">= 0.8")],
     "reward": [
         ("pairwise_accuracy", "pairwise accuracy, held-out", ">= 0.9"),
-        ("gold_agreement", "agreement with the gold judge", None),
+        ("gold_rank_correlation", "rank correlation with the gold judge", None),
     ],
     "ppo": [
         ("gold_reward_sft", "gold reward, SFT policy", None),

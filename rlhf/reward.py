@@ -9,7 +9,8 @@ trains the adapter and the ``score`` head (``modules_to_save``). Pairs are token
 and cut right after the answer's end-of-turn token, which is where the RL trainers read the reward of a
 generated answer. The run directory gets the adapter, ``merged/`` (what the RL stage loads as reward and
 value model), ``rewards.png`` (chosen vs rejected rewards on held-out pairs), ``metrics.json``
-(``pairwise_accuracy``, ``mean_margin``, and with the built-in task ``gold_agreement``) and a model card.
+(``pairwise_accuracy``, ``mean_margin``, and with the built-in task ``gold_rank_correlation``: Kendall's
+tau-b between the model's and the gold judge's order of every answer style of a held-out question) and a model card.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from trl import ModelConfig, get_peft_config
 from rlhf.config import ConfigError, config_to_dict, run_cli
 from rlhf.datasets import DatasetArguments
 from rlhf.evaluation import (
-    builtin_judge,
+    gold_rank_correlation,
     markdown_table,
     pairwise_accuracy,
     plot_histogram,
@@ -45,6 +46,7 @@ from rlhf.stages import (
     restore_hub_push,
     start_run,
 )
+from rlhf.task.builtin import answer_sets
 
 
 @dataclass
@@ -59,7 +61,7 @@ class RewardScriptArguments(DatasetArguments):
         gguf_file (`str` or `None`, *optional*, defaults to `None`):
             GGUF file inside `model_name_or_path` to load (or give the `.gguf` path as `model_name_or_path`).
         eval_pairs (`int` or `None`, *optional*, defaults to `None`):
-            Held-out pairs scored after training for accuracy, margin, gold agreement and the histogram
+            Held-out pairs scored after training for accuracy, margin and the histogram
             (`None`: all of them).
         eval_score_batch_size (`int`, *optional*, defaults to `64`):
             Sequences per forward pass in that evaluation.
@@ -218,7 +220,8 @@ def main(script_args: RewardScriptArguments, training_args: RewardConfig, model_
 def evaluate_pairs(
     model, tokenizer, test, script_args: RewardScriptArguments, seed: int
 ) -> tuple[list[dict], dict]:
-    """Score held-out pairs: pairwise accuracy, mean margin, and agreement with the gold judge (built-in task)."""
+    """Score held-out pairs (pairwise accuracy, mean margin) and, on the built-in task, the rank correlation with
+    the gold judge over every answer style of each held-out question."""
     n = len(test) if script_args.eval_pairs is None else min(script_args.eval_pairs, len(test))
     test = test.select(range(n))
     pad = tokenizer.pad_token_id
@@ -248,21 +251,19 @@ def evaluate_pairs(
         )
     ]
     if script_args.dataset_name == "builtin":
-        judge = builtin_judge(script_args.task_seed, script_args.task_kwargs())
-        agree, counted = 0, 0
-        for row, prompt in zip(rows, test["prompt"], strict=True):
-            gold = judge.score(prompt, row["chosen"]) - judge.score(prompt, row["rejected"])
-            if gold != 0:
-                counted += 1
-                agree += (gold > 0) == (row["reward_chosen"] > row["reward_rejected"])
-        metrics["gold_agreement"] = agree / counted if counted else None
-        metrics["gold_pairs"] = counted
+        # every answer style of each held-out question, ranked by the model vs by the judge: unlike pairwise
+        # accuracy this sees how the model orders answers the pairs never set against each other
+        sets = answer_sets(script_args.dataset_test_split, script_args.task_seed, **script_args.task_kwargs())
+        metrics["gold_rank_correlation"] = gold_rank_correlation(
+            model, tokenizer, sets, script_args.eval_score_batch_size
+        )
+        metrics["gold_answer_sets"] = len(sets)
     print(
         f"reward: pairwise accuracy {metrics['pairwise_accuracy']:.3f}, mean margin {metrics['mean_margin']:.3f} "
         f"on {n} held-out pairs"
         + (
-            f", gold agreement {metrics['gold_agreement']:.3f}"
-            if metrics.get("gold_agreement") is not None
+            f", rank correlation with the gold judge {metrics['gold_rank_correlation']:.3f}"
+            if "gold_rank_correlation" in metrics
             else ""
         )
     )

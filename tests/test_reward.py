@@ -11,7 +11,6 @@ import yaml
 from datasets import Dataset
 from helpers import (
     FakeHub,
-    ToyJudge,
     accelerate_launch,
     cli_error,
     save_tiny_base,
@@ -168,19 +167,26 @@ def test_a_tokenizer_without_chat_template_stops_before_training(workdir, tmp_pa
     assert not (out / "adapter_model.safetensors").exists() and not (out / "config.yaml").exists()
 
 
-def test_gold_agreement_counts_pairs_the_judge_ranks(monkeypatch):
-    monkeypatch.setattr(reward, "builtin_judge", lambda seed, kwargs: ToyJudge())
-    rows = toy_preference_rows()[:4]
-    rows[3] = {**rows[3], "rejected": rows[3]["chosen"]}  # a gold tie: not counted
-    scores = iter([[2.0, 1.0, 0.0, 0.0], [1.0, 2.0, -1.0, 0.0]])  # chosen, then rejected
+def test_held_out_metrics_on_the_builtin_task_rank_every_answer_against_the_gold_judge(monkeypatch):
+    # two pairs scored, then two answer sets of three answers: the model orders the first set as the judge
+    # does and the second in reverse, while both pairs are won (accuracy 1.0, rank correlation 0.0)
+    sets = [
+        {"prompt": [{"role": "user", "content": "q1"}], "answers": ["a", "b", "c"], "gold": [1.0, 0.0, -1.0]},
+        {"prompt": [{"role": "user", "content": "q2"}], "answers": ["a", "b", "c"], "gold": [1.0, 0.0, -1.0]},
+    ]
+    monkeypatch.setattr(
+        reward, "answer_sets", lambda split, seed, **kw: sets if split == "validation" else []
+    )
+    scores = iter([[2.0, 1.0], [1.0, 0.0], [3.0, 2.0, 1.0, 1.0, 2.0, 3.0]])  # chosen, rejected, answer sets
     monkeypatch.setattr(reward, "score_sequences", lambda model, seqs, pad, bs: next(scores))
+    monkeypatch.setattr("rlhf.evaluation.score_sequences", lambda model, seqs, pad, bs: next(scores))
     tokenizer = tiny_tokenizer()
-    test = reward.tokenize_pairs(Dataset.from_list(rows), tokenizer)
-    args = reward.RewardScriptArguments(dataset_name="builtin")
+    test = reward.tokenize_pairs(Dataset.from_list(toy_preference_rows()[:2]), tokenizer)
+    args = reward.RewardScriptArguments(dataset_name="builtin", dataset_test_split="validation")
     _, metrics = reward.evaluate_pairs(None, tokenizer, test, args, seed=0)
-    assert metrics["pairwise_accuracy"] == 0.5  # pairs 1 and 3 win; 4 ties
-    assert metrics["gold_pairs"] == 3 and metrics["gold_agreement"] == pytest.approx(2 / 3)
-    assert metrics["mean_margin"] == pytest.approx((1 - 1 + 1 + 0) / 4)
+    assert metrics["pairwise_accuracy"] == 1.0
+    assert metrics["gold_answer_sets"] == 2 and metrics["gold_rank_correlation"] == pytest.approx(0.0)
+    assert metrics["mean_margin"] == pytest.approx(1.0)
 
 
 @pytest.mark.slow
