@@ -168,15 +168,22 @@ def run_cli(main, dataclass_types: Sequence[type], prog: str, argv: Sequence[str
         raise SystemExit(2) from None
 
 
+# Settings never written into a run directory or a model card: credentials.
+SECRETS = ("hub_token",)
+
+
 def config_to_dict(*configs: Any) -> dict[str, Any]:
-    """Flatten dataclass configs into one YAML-safe mapping that ``--config`` accepts back."""
+    """Flatten dataclass configs into one YAML-safe mapping that ``--config`` accepts back (secrets as null)."""
     flat: dict[str, Any] = {}
     for config in configs:
         values = config.to_dict() if hasattr(config, "to_dict") else dataclasses.asdict(config)
         init_fields = {f.name for f in dataclasses.fields(config) if f.init}
         for key, value in values.items():
             if key in init_fields:
-                flat[key] = _yaml_safe(value)
+                # TrainingArguments.to_dict masks every `*_token` field, settings such as `eos_token` and PPO's
+                # `stop_token` too: read those back from the config itself
+                value = getattr(config, key) if key.endswith("_token") else value
+                flat[key] = None if key in SECRETS else _yaml_safe(value)
     return flat
 
 
