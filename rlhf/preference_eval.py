@@ -1,4 +1,5 @@
-"""Reward-model data and evaluation beyond TRL: pairs that fit ``max_length``, baselines, intervals by prompt.
+"""Reward-model data and evaluation beyond TRL: pairs that fit ``max_length``, held-out scores, baselines,
+intervals by prompt, and the reward stage's plots.
 
     train, counts = fit_pairs(tokenize_pairs(data["train"], tokenizer), max_length=256)   # none dropped
     baselines = baseline_scores(base_lm, tokenizer, test)          # "longer wins", base model's log-probability
@@ -20,7 +21,21 @@ from typing import Any
 import numpy as np
 import torch
 
-from rlhf.evaluation import _batches_by_length, _device, _right_pad, conversation_ids, prompt_ids
+from rlhf.evaluation import (
+    _batches_by_length,
+    _device,
+    _right_pad,
+    conversation_ids,
+    gold_rank_correlation,
+    markdown_table,
+    pairwise_accuracy,
+    plot_histogram,
+    prompt_ids,
+    prompt_text,
+    score_sequences,
+    write_jsonl,
+)
+from rlhf.task.builtin import answer_sets
 
 logger = logging.getLogger(__name__)
 
@@ -220,3 +235,78 @@ def held_out_report(rows: Sequence[dict], pairs, tokenizer, script_args, model_a
     metrics = compare_with_baselines(reward, baseline_scores(base, tokenizer, pairs, batch), groups, seed)
     print(f"reward: {metrics['verdict']}")
     return metrics
+
+
+def evaluate_pairs(model, tokenizer, test, script_args) -> tuple[list[dict], dict]:
+    """Score held-out pairs (pairwise accuracy, mean margin) and, on the built-in task, the rank correlation with
+    the gold judge over every answer style of each held-out question."""
+    n = len(test) if script_args.eval_pairs is None else min(script_args.eval_pairs, len(test))
+    test = test.select(range(n))
+    pad = tokenizer.pad_token_id
+    chosen = score_sequences(model, test["chosen_ids"], pad, script_args.eval_score_batch_size)
+    rejected = score_sequences(model, test["rejected_ids"], pad, script_args.eval_score_batch_size)
+    margins = [c - r for c, r in zip(chosen, rejected, strict=True)]
+    metrics = {
+        "pairwise_accuracy": pairwise_accuracy(chosen, rejected),
+        "mean_margin": sum(margins) / max(len(margins), 1),
+        # the Bradley-Terry loss the trainer minimises (without its centring term), on held-out pairs
+        "eval_loss": sum(max(-m, 0.0) + math.log1p(math.exp(-abs(m))) for m in margins)
+        / max(len(margins), 1),
+        "mean_reward_chosen": sum(chosen) / max(n, 1),
+        "mean_reward_rejected": sum(rejected) / max(n, 1),
+        "eval_pairs": n,
+    }
+    rows = [
+        {
+            "prompt": prompt_text(p),
+            "chosen": c[-1]["content"],
+            "rejected": r[-1]["content"],
+            "reward_chosen": rc,
+            "reward_rejected": rr,
+        }
+        for p, c, r, rc, rr in zip(
+            test["prompt"], test["chosen"], test["rejected"], chosen, rejected, strict=True
+        )
+    ]
+    if script_args.dataset_name == "builtin":
+        # every answer style of each held-out question, ranked by the model vs by the judge: unlike pairwise
+        # accuracy this sees how the model orders answers the pairs never set against each other
+        sets = answer_sets(script_args.dataset_test_split, script_args.task_seed, **script_args.task_kwargs())
+        metrics["gold_rank_correlation"] = gold_rank_correlation(
+            model, tokenizer, sets, script_args.eval_score_batch_size
+        )
+        metrics["gold_answer_sets"] = len(sets)
+    print(
+        f"reward: pairwise accuracy {metrics['pairwise_accuracy']:.3f}, mean margin {metrics['mean_margin']:.3f} "
+        f"on {n} held-out pairs"
+        + (
+            f", rank correlation with the gold judge {metrics['gold_rank_correlation']:.3f}"
+            if "gold_rank_correlation" in metrics
+            else ""
+        )
+    )
+    return rows, metrics
+
+
+def write_pair_outputs(output_dir, rows: list[dict], metrics: dict, log_history, card_samples: int) -> str:
+    """The reward stage's plots (held-out reward histogram, loss) and ``pairs.jsonl``; returns the model card's
+    table of the first ``card_samples`` held-out pairs."""
+    from rlhf.runs import plot_curves
+    from rlhf.stages import curves
+
+    plot_histogram(
+        output_dir / "rewards.png",
+        {"chosen": [r["reward_chosen"] for r in rows], "rejected": [r["reward_rejected"] for r in rows]},
+        title=f"reward on held-out pairs (pairwise accuracy {metrics['pairwise_accuracy']:.3f})",
+        xlabel="reward (logit)",
+    )
+    plot_curves(
+        output_dir / "loss.png",
+        curves(log_history, {"loss": "train", "eval_loss": "held-out"}),
+        title="reward model loss (-log sigmoid(r_chosen - r_rejected))",
+        ylabel="loss",
+    )
+    write_jsonl(output_dir / "pairs.jsonl", rows)
+    return markdown_table(
+        rows[:card_samples], ["prompt", "chosen", "reward_chosen", "rejected", "reward_rejected"]
+    )

@@ -18,19 +18,23 @@ import tempfile
 from pathlib import Path
 
 import yaml
+from huggingface_hub import ModelCard
 
 from rlhf.config import ConfigError
 from rlhf.runs import read_metrics, write_model_card
 
-# Files a stage leaves that are working state, not part of a published model.
+# Files a stage leaves that are working state, not part of a published model; folders (merged/, checkpoints,
+# split/, logs) are not published either: `--merged` publishes merged/ in place of the adapter.
 _SKIP = {
-    "metrics.json.tmp",
+    "README.md",  # the model card is written into the upload folder
     "trainer_state.json",
     "training_args.bin",
     "optimizer.pt",
     "scheduler.pt",
     "rng_state.pth",
 }
+# What the run directory adds to a merged model's upload: its records.
+_RECORDS = ("config.yaml", "metrics.json", "*.png", "*.jsonl")
 
 
 class PushError(ConfigError):
@@ -55,13 +59,22 @@ def _hub_id_or_none(name: str | None) -> str | None:
     return name
 
 
+def _published(path: Path) -> bool:
+    return path.is_file() and path.name not in _SKIP and not path.name.endswith(".tmp")
+
+
 def build_upload_folder(
     run_dir: str | Path, folder: str | Path, merged: bool = False, base_model: str | None = None
-):
-    """Copy what should be published from ``run_dir`` into ``folder`` and write its model card.
+) -> Path:
+    """Copy what is published from ``run_dir`` into ``folder`` and write its model card; returns ``folder``.
 
-    Returns the folder's path. Raises PushError when ``run_dir`` holds no model (or no merged model with
-    ``merged=True``).
+    Published: the top-level files of the run (the adapter or model, tokenizer, ``config.yaml``,
+    ``metrics.json``, plots, samples), or with ``merged`` the files of ``merged/`` plus those records. The card
+    is the one the stage wrote (``README.md`` tagged ``rlhf``), with ``base_model`` set when given and ``library_name``
+    ``transformers`` for a merged model; a run without one gets a card made from its config and metrics.
+
+    Raises:
+        PushError: ``run_dir`` holds no model (or no merged model with ``merged=True``), or ``folder`` is not empty.
     """
     run_dir, folder = Path(run_dir), Path(folder)
     if not run_dir.is_dir():
@@ -77,20 +90,22 @@ def build_upload_folder(
         raise PushError(f"{folder}: already exists and is not empty; choose another --output_dir")
     folder.mkdir(parents=True, exist_ok=True)
 
-    for item in sorted(model_dir.iterdir()):
-        if item.is_file() and item.name not in _SKIP and item.name != "README.md":
-            shutil.copy2(item, folder / item.name)
-    if merged:  # plots and config live in the run dir, not in merged/
-        for item in sorted(run_dir.glob("*.png")):
-            shutil.copy2(item, folder / item.name)
+    files = [p for p in sorted(model_dir.iterdir()) if _published(p)]
+    if merged:
+        files += [p for pattern in _RECORDS for p in sorted(run_dir.glob(pattern)) if _published(p)]
+    for item in files:
+        shutil.copy2(item, folder / item.name)
+
     config_path = run_dir / "config.yaml"
     config = yaml.safe_load(config_path.read_text()) if config_path.is_file() else {}
-    if config_path.is_file():
-        shutil.copy2(config_path, folder / "config.yaml")
-    metrics = read_metrics(run_dir)
-    if metrics:
-        (folder / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-
+    card = ModelCard.load(run_dir / "README.md") if (run_dir / "README.md").is_file() else None
+    if card is not None and "rlhf" in (card.data.tags or []):  # the stage's card, not one peft wrote
+        if base_model:
+            card.data.base_model = base_model
+        if merged:
+            card.data.library_name = "transformers"
+        card.save(folder / "README.md")
+        return folder
     stage = config.get("stage") or _guess_stage(run_dir)
     base = base_model or _base_model(model_dir, config)
     datasets = [d for d in [config.get("dataset_name")] if d and d != "builtin" and not Path(d).exists()]
@@ -101,7 +116,7 @@ def build_upload_folder(
         description=f"A {kind} from the `{stage}` stage of the rlhf recipe.",
         base_model=_hub_id_or_none(base) or base,
         datasets=datasets,
-        metrics=metrics,
+        metrics=read_metrics(run_dir),
         config=config,
         library_name="peft" if kind == "LoRA adapter" else "transformers",
     )
@@ -109,28 +124,36 @@ def build_upload_folder(
 
 
 def _guess_stage(run_dir: Path) -> str:
-    known = ("pretrain", "sft", "reward", "ppo", "rloo", "grpo", "moderation")
+    known = ("pretrain", "sft", "reward", "ppo", "rloo", "grpo", "dpo", "moderation")
     return next((s for s in known if s in run_dir.name), run_dir.name)
 
 
 def push(
-    run_dir, repo_id, private=False, merged=False, dry_run=False, output_dir=None, base_model=None
+    run_dir: str | Path,
+    repo_id: str,
+    *,
+    private: bool | None = None,
+    merged: bool = False,
+    base_model: str | None = None,
+    token: str | None = None,
+    revision: str | None = None,
 ) -> str:
-    """Publish ``run_dir`` to ``repo_id`` (or, with ``dry_run``, only write the folder). Returns a path or URL."""
-    if dry_run:
-        folder = Path(output_dir) if output_dir else Path(run_dir) / "hub_upload"
-        build_upload_folder(run_dir, folder, merged=merged, base_model=base_model)
-        return str(folder)
+    """Publish ``run_dir`` (see `build_upload_folder`) to the Hub repository ``repo_id``, created if needed;
+    returns the repository's id. Used by `rlhf push` and by a stage run with ``push_to_hub: true``."""
     from huggingface_hub import HfApi
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = build_upload_folder(run_dir, Path(tmp) / "upload", merged=merged, base_model=base_model)
-        api = HfApi()
-        url = api.create_repo(repo_id, private=private, exist_ok=True)
+        api = HfApi(token=token)
+        repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
         api.upload_folder(
-            repo_id=repo_id, folder_path=str(folder), commit_message=f"Upload {Path(run_dir).name}"
+            repo_id=repo_id,
+            folder_path=str(folder),
+            revision=revision,
+            commit_message=f"rlhf: upload {Path(run_dir).name}",
         )
-    return str(url)
+    print(f"pushed {run_dir} to https://huggingface.co/{repo_id}")
+    return repo_id
 
 
 def cli(argv=None) -> int:
@@ -150,15 +173,14 @@ def cli(argv=None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        where = push(
-            args.run_dir,
-            args.repo_id,
-            args.private,
-            args.merged,
-            args.dry_run,
-            args.output_dir,
-            args.base_model,
-        )
+        if args.dry_run:
+            folder = Path(args.output_dir) if args.output_dir else Path(args.run_dir) / "hub_upload"
+            where = build_upload_folder(args.run_dir, folder, merged=args.merged, base_model=args.base_model)
+        else:
+            where = push(
+                args.run_dir, args.repo_id, private=args.private or None, merged=args.merged,
+                base_model=args.base_model,
+            )  # fmt: skip
     except PushError as err:
         print(f"rlhf push: error: {err}", file=sys.stderr)
         return 2

@@ -1,20 +1,35 @@
-"""A stage's output directory: guarding finished work, metrics, plots and the model card.
+"""A stage's output directory and the lifecycle every stage runs through.
 
 A run directory is *finished* once its ``metrics.json`` exists: every stage writes that file
 last, so a crash or a kill leaves a directory that is not finished and can be resumed.
+
+Every stage (tokenizer, pretrain, SFT, reward, RL, DPO, moderation-train) runs inside `stage_run`:
+
+    with stage_run("sft", script_args, training_args, model_args) as run:  # refuses a finished run
+        ...load the inputs and build the trainer...      # a user error here leaves no config behind
+        run.write_config()                                # every derived setting is final now
+        ...train, save, evaluate (plots and samples on the main process)...
+        if run.is_main_process:
+            run.finish(metrics, description="...", tags=[...])  # card, metrics.json last, one Hub push
+
+On leaving the block every process waits for the others and accelerate's state is reset, so the next
+stage in the same process (``rlhf quickstart``) builds its own.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from rlhf.config import ConfigError
+import yaml
+
+from rlhf.config import ConfigError, config_to_dict
 
 logger = logging.getLogger(__name__)
 
@@ -153,3 +168,146 @@ def write_model_card(
 
 def _fmt(value: float) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+# ----------------------------------------------------------------------------------------------
+# the lifecycle
+
+
+def _setting(configs: Sequence[Any], name: str, default: Any = None) -> Any:
+    """The first of ``configs`` that has the field ``name`` decides it (script arguments come first)."""
+    return next((getattr(c, name) for c in configs if hasattr(c, name)), default)
+
+
+def hub_datasets(dataset_name: str | None) -> list[str]:
+    """The model card's ``datasets`` entry: a Hub id, nothing for the built-in task or local files."""
+    if not dataset_name or dataset_name == "builtin" or os.path.exists(dataset_name):
+        return []
+    return [dataset_name]
+
+
+class Run:
+    """One run of a stage, made by `stage_run`: where it writes, the configs it writes, and the Hub push it owes.
+
+    Attributes:
+        stage: the stage's name (the model card's tag).
+        output_dir: the run directory (created; a finished run in it was refused unless overwriting).
+        configs: the stage's config dataclasses, in the order ``--config`` reads them.
+        state: accelerate's ``PartialState`` (``state.main_process_first()``, ``state.print``).
+        is_main_process: whether this process writes (under ``accelerate launch``, only one does).
+        push_to_hub: what the config asked for; the trainer itself never pushes (see `stage_run`).
+    """
+
+    def __init__(self, stage: str, configs: Sequence[Any], state):
+        self.stage, self.configs, self.state = stage, tuple(configs), state
+        self.is_main_process = state.is_main_process
+        self.output_dir = prepare_output_dir(
+            _setting(configs, "output_dir"), bool(_setting(configs, "overwrite_output_dir", False))
+        )
+        self.training_args = next((c for c in configs if hasattr(c, "push_to_hub")), None)
+        self.push_to_hub = bool(self.training_args and self.training_args.push_to_hub)
+        self.config: dict[str, Any] | None = None
+
+    def resolved_config(self) -> dict[str, Any]:
+        """The configs as one mapping, with ``push_to_hub`` as asked (the trainer runs with it off)."""
+        config = config_to_dict(*self.configs)
+        if self.training_args is not None:
+            config["push_to_hub"] = self.push_to_hub
+        return config
+
+    def write_config(self) -> Path:
+        """Write ``config.yaml``: call it once every derived setting is final, before training.
+
+        An overwritten run loses its ``metrics.json`` first: it is not finished until this run writes its own.
+        """
+        self.config = self.resolved_config()
+        path = self.output_dir / "config.yaml"
+        if self.is_main_process:
+            (self.output_dir / METRICS_FILE).unlink(missing_ok=True)
+            path.write_text(yaml.safe_dump(self.config, sort_keys=False))
+        return path
+
+    def finish(
+        self, metrics: Mapping[str, Any], *, description: str, tags: Sequence[str] = (), **card: Any
+    ) -> dict[str, Any]:
+        """Main process, after the stage's plots and samples: the model card, ``metrics.json`` last (the run is
+        finished), then one Hub push of the finished directory when the config asked for it.
+
+        ``card`` overrides what the card's metadata takes from the configs: ``base_model``
+        (``model_name_or_path``), ``datasets`` (``dataset_name`` when a Hub id), ``library_name`` (``peft``
+        when the directory holds an adapter), ``metrics`` (all of them).
+        """
+        if self.config is None:
+            raise RuntimeError(f"{self.stage}: write_config() must come before finish()")
+        adapter = (self.output_dir / "adapter_config.json").is_file()
+        write_model_card(
+            self.output_dir,
+            stage=self.stage,
+            description=description,
+            base_model=card.pop("base_model", _setting(self.configs, "model_name_or_path")),
+            datasets=card.pop("datasets", hub_datasets(_setting(self.configs, "dataset_name"))),
+            metrics=card.pop("metrics", metrics),
+            config=self.config,
+            library_name=card.pop("library_name", "peft" if adapter else "transformers"),
+            tags=[*tags, *(["lora"] if adapter and "lora" not in tags else [])],
+        )
+        write_metrics(self.output_dir, metrics)
+        if self.push_to_hub:
+            self.push()
+        return dict(metrics)
+
+    def push(self) -> str:
+        """Upload the run directory as `rlhf push` does, to ``hub_model_id`` (default: the directory's name)."""
+        from rlhf.push import push
+
+        args = self.training_args
+        return push(
+            self.output_dir,
+            args.hub_model_id or self.output_dir.absolute().name,
+            private=args.hub_private_repo,
+            token=args.hub_token,
+            revision=args.hub_revision,
+        )
+
+
+@contextlib.contextmanager
+def stage_run(stage: str, *configs: Any) -> Iterator[Run]:
+    """Run a stage's body as one run of ``configs``'s ``output_dir`` (see the module docstring).
+
+    On entering: refuses a finished run (every process, so all of them stop) and takes ``push_to_hub`` away
+    from the trainer, which would create the repository when it is built and push on every save, each time
+    with its own card. On leaving: gives ``push_to_hub`` back, waits for every process (after success) and
+    resets accelerate's process-wide state.
+    """
+    from accelerate import PartialState
+
+    state = PartialState()
+    run = Run(stage, configs, state)
+    if run.training_args is not None:
+        run.training_args.push_to_hub = False
+    try:
+        yield run
+        if _distributed():
+            state.wait_for_everyone()
+    finally:
+        if run.training_args is not None:
+            run.training_args.push_to_hub = run.push_to_hub
+        reset_accelerate_state()
+
+
+def _distributed() -> bool:
+    """A process group is up (a stage that ended its own Accelerator has already closed it)."""
+    import torch.distributed
+
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def reset_accelerate_state() -> None:
+    """Forget this run's accelerate settings so a later stage in the same process can make its own Accelerator.
+
+    ``rlhf quickstart`` runs every stage in one process, and accelerate's state is a process-wide singleton.
+    """
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()

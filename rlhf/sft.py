@@ -20,8 +20,7 @@ from dataclasses import dataclass, field
 import trl
 from trl import ModelConfig, get_peft_config
 
-from rlhf.config import ConfigError, config_to_dict, run_cli
-from rlhf.datasets import DatasetArguments
+from rlhf.config import ConfigError, run_cli
 from rlhf.evaluation import (
     builtin_judge,
     generate_answers,
@@ -31,31 +30,18 @@ from rlhf.evaluation import (
     prompt_text,
     write_jsonl,
 )
-from rlhf.models import auto_precision, count_parameters, load_causal_lm, load_tokenizer, save_merged
-from rlhf.runs import plot_curves, prepare_output_dir, write_metrics, write_model_card
-from rlhf.stages import (
-    curves,
-    defer_hub_push,
-    hub_datasets,
-    last_logged,
-    push_run,
-    reset_accelerate_state,
-    restore_hub_push,
-    start_run,
-)
+from rlhf.models import count_parameters, save_merged
+from rlhf.runs import plot_curves, stage_run
+from rlhf.stages import AutoBF16, StageArguments, curves, stage_causal_lm, stage_tokenizer, trainer_metrics
 
 
 @dataclass
-class SFTScriptArguments(DatasetArguments):
+class SFTScriptArguments(StageArguments):
     """
-    Arguments of the SFT stage besides TRL's `SFTConfig` and `ModelConfig` (plus the dataset fields of
-    `rlhf.datasets.DatasetArguments`).
+    Arguments of the SFT stage besides TRL's `SFTConfig` and `ModelConfig` (plus those of
+    `rlhf.stages.StageArguments`: dataset, tokenizer, model card, merged model, overwriting).
 
     Args:
-        tokenizer_name_or_path (`str` or `None`, *optional*, defaults to `None`):
-            Tokenizer to use (`None`: the model's own).
-        gguf_file (`str` or `None`, *optional*, defaults to `None`):
-            GGUF file inside `model_name_or_path` to load (or give the `.gguf` path as `model_name_or_path`).
         eval_rows (`int` or `None`, *optional*, defaults to `None`):
             Held-out rows the evaluation loss is computed on (`None`: all of the test split).
         eval_prompts (`int`, *optional*, defaults to `200`):
@@ -64,18 +50,8 @@ class SFTScriptArguments(DatasetArguments):
             Longest answer generated in that evaluation (tokens).
         eval_generation_batch_size (`int`, *optional*, defaults to `64`):
             Prompts per `generate` call in that evaluation.
-        card_samples (`int`, *optional*, defaults to `8`):
-            Sample answers shown in the model card (all go to `samples.jsonl`).
-        save_merged (`bool`, *optional*, defaults to `True`):
-            Also save the model with the adapter merged in `output_dir/merged` (what the next stages load).
-        overwrite_output_dir (`bool`, *optional*, defaults to `False`):
-            Replace a finished run in `output_dir`.
     """
 
-    tokenizer_name_or_path: str | None = field(
-        default=None, metadata={"help": "Tokenizer (None: the model's)."}
-    )
-    gguf_file: str | None = field(default=None, metadata={"help": "GGUF file inside model_name_or_path."})
     eval_rows: int | None = field(
         default=None, metadata={"help": "Held-out rows for the evaluation loss (None: all)."}
     )
@@ -84,29 +60,11 @@ class SFTScriptArguments(DatasetArguments):
     )
     eval_max_new_tokens: int = field(default=48, metadata={"help": "Longest generated answer (tokens)."})
     eval_generation_batch_size: int = field(default=64, metadata={"help": "Prompts per generate call."})
-    card_samples: int = field(default=8, metadata={"help": "Sample answers shown in the model card."})
-    save_merged: bool = field(
-        default=True, metadata={"help": "Also save the merged model in output_dir/merged."}
-    )
-    overwrite_output_dir: bool = field(
-        default=False, metadata={"help": "Replace a finished run in output_dir."}
-    )
 
 
 @dataclass
-class SFTConfig(trl.SFTConfig):
-    __doc__ = (
-        "TRL's `SFTConfig`, except that `bf16` left unset means: on where the hardware has fast bf16 (a bf16 GPU, "
-        "or a CPU with bf16 instructions), off elsewhere.\n\n" + (trl.SFTConfig.__doc__ or "")
-    )
-
-    bf16: bool | None = field(
-        default=None, metadata={"help": "bf16 mixed precision (unset: on where the hardware has fast bf16)."}
-    )
-
-    def __post_init__(self):
-        auto_precision(self)
-        super().__post_init__()
+class SFTConfig(AutoBF16, trl.SFTConfig):
+    pass
 
 
 def main(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: ModelConfig) -> dict:
@@ -114,86 +72,43 @@ def main(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: 
     wall_start = time.perf_counter()
     if not model_args.model_name_or_path:
         raise ConfigError("set model_name_or_path (the pretrained model to fine-tune)")
-    from accelerate import PartialState
-
-    state = PartialState()
-    prepare_output_dir(
-        training_args.output_dir, script_args.overwrite_output_dir
-    )  # refuse a finished run first
-
-    # Everything that can fail on a user's input fails here, before any training.
-    tokenizer = load_tokenizer(
-        script_args.tokenizer_name_or_path or model_args.model_name_or_path,
-        chat_template_path=training_args.chat_template_path,
-        gguf_file=script_args.gguf_file,
-        trust_remote_code=training_args.trust_remote_code,
-        revision=model_args.model_revision,
-    )
-    data = script_args.load("sft", training_args.seed)
-    output_dir = start_run(  # the input is usable: now the run directory gets its config
-        training_args.output_dir, script_args.overwrite_output_dir, state.is_main_process,
-        script_args, training_args, model_args,
-    )  # fmt: skip
-    model = load_causal_lm(
-        model_args.model_name_or_path,
-        dtype=model_args.dtype,
-        gguf_file=script_args.gguf_file,
-        trust_remote_code=training_args.trust_remote_code,
-        revision=model_args.model_revision,
-        attn_implementation=model_args.attn_implementation,
-    )
-
-    push_to_hub = defer_hub_push(training_args)  # pushed once, finished, by push_run below
-    trainer = trl.SFTTrainer(
-        model=model,
-        args=training_args,
-        train_dataset=data["train"],
-        eval_dataset=_head(data["test"], script_args.eval_rows),
-        processing_class=tokenizer,
-        peft_config=get_peft_config(model_args),
-    )
-    trainable, total = count_parameters(trainer.model)
-    trainer.accelerator.print(
-        f"sft: {len(data['train'])} train / {len(data['test'])} held-out rows; "
-        f"{trainable:,} of {total:,} parameters trainable"
-    )
-    train_result = trainer.train()
-    eval_metrics = trainer.evaluate()
-    trainer.save_model(str(output_dir))  # the adapter (or the full model without LoRA) and the tokenizer
-    restore_hub_push(training_args, push_to_hub)
-    tokenizer = trainer.processing_class
-
-    metrics = {
-        "train_loss": last_logged(trainer.state.log_history, "loss"),
-        "train_loss_first": next((e["loss"] for e in trainer.state.log_history if "loss" in e), None),
-        "train_loss_avg": train_result.training_loss,
-        "eval_loss": eval_metrics.get("eval_loss"),
-        "eval_mean_token_accuracy": eval_metrics.get("eval_mean_token_accuracy"),
-        "steps": trainer.state.global_step,
-        "train_runtime_s": train_result.metrics.get("train_runtime"),
-        "train_samples_per_second": train_result.metrics.get("train_samples_per_second"),
-        "train_tokens": last_logged(trainer.state.log_history, "num_tokens"),  # non-pad tokens, all processes
-        "trainable_parameters": trainable,
-        "total_parameters": total,
-        "num_processes": trainer.accelerator.num_processes,
-        "bf16": bool(training_args.bf16),
-    }
-    if trainer.accelerator.is_main_process:
-        model = trainer.model
-        model.generation_config.eos_token_id = tokenizer.eos_token_id
-        model.generation_config.pad_token_id = tokenizer.pad_token_id
-        if script_args.save_merged:
-            save_merged(model, tokenizer, output_dir / "merged")
-        samples, gold = evaluate_answers(model, tokenizer, data["test"], script_args, training_args.seed)
-        metrics.update(gold)
-        metrics["wall_time_s"] = time.perf_counter() - wall_start
-        write_outputs(
-            output_dir, script_args, training_args, model_args, metrics, samples, trainer.state.log_history
+    with stage_run("sft", script_args, training_args, model_args) as run:
+        # Everything that can fail on a user's input fails here, before the run directory gets its config.
+        tokenizer = stage_tokenizer(script_args, training_args, model_args)
+        data = script_args.load("sft", training_args.seed)
+        trainer = trl.SFTTrainer(
+            model=stage_causal_lm(script_args, training_args, model_args),
+            args=training_args,
+            train_dataset=data["train"],
+            eval_dataset=_head(data["test"], script_args.eval_rows),
+            processing_class=tokenizer,
+            peft_config=get_peft_config(model_args),
         )
-        if push_to_hub:
-            push_run(output_dir, training_args)
-    trainer.accelerator.wait_for_everyone()
-    reset_accelerate_state()
+        run.write_config()
+        parameters = count_parameters(trainer.model)
+        trainer.accelerator.print(
+            f"sft: {len(data['train'])} train / {len(data['test'])} held-out rows; "
+            f"{parameters[0]:,} of {parameters[1]:,} parameters trainable"
+        )
+        train_result = trainer.train()
+        eval_metrics = trainer.evaluate()
+        trainer.save_model(str(run.output_dir))  # the adapter (or the full model without LoRA), the tokenizer
+        metrics = trainer_metrics(trainer, train_result, parameters)
+        metrics.update(
+            eval_loss=eval_metrics.get("eval_loss"),
+            eval_mean_token_accuracy=eval_metrics.get("eval_mean_token_accuracy"),
+        )
+        if run.is_main_process:
+            model, tokenizer = trainer.model, trainer.processing_class
+            model.generation_config.eos_token_id = tokenizer.eos_token_id
+            model.generation_config.pad_token_id = tokenizer.pad_token_id
+            if script_args.save_merged:
+                save_merged(model, tokenizer, run.output_dir / "merged")
+            samples, gold = evaluate_answers(model, tokenizer, data["test"], script_args, training_args.seed)
+            metrics.update(gold, wall_time_s=time.perf_counter() - wall_start)
+            log = trainer.state.log_history
+            description = write_outputs(run.output_dir, script_args, model_args, samples, log)
+            run.finish(metrics, description=description, tags=["trl", "sft"])
     return metrics
 
 
@@ -233,16 +148,8 @@ def evaluate_answers(
     return samples, metrics
 
 
-def write_outputs(
-    output_dir,
-    script_args,
-    training_args,
-    model_args,
-    metrics: dict,
-    samples: list[dict],
-    log_history: list[dict],
-) -> None:
-    """Loss plot, samples, model card, and metrics.json last (which marks the run finished)."""
+def write_outputs(output_dir, script_args, model_args, samples: list[dict], log_history: list[dict]) -> str:
+    """Loss plot and samples; returns the model card's description."""
     plot_curves(
         output_dir / "loss.png",
         curves(log_history, {"loss": "train", "eval_loss": "held-out"}),
@@ -253,23 +160,11 @@ def write_outputs(
         write_jsonl(output_dir / "samples.jsonl", samples)
     columns = ["prompt", "answer", "reference"] + (["correct"] if samples and "correct" in samples[0] else [])
     table = markdown_table(samples[: script_args.card_samples], columns) if samples else ""
-    description = (
+    return (
         f"A LoRA adapter (and `merged/`, the full model) from supervised fine-tuning of "
         f"`{model_args.model_name_or_path}` on `{script_args.dataset_name}` with TRL's `SFTTrainer`."
         + (f"\n\n## Sample answers (held-out prompts, greedy)\n\n{table}" if table else "")
     )
-    write_model_card(
-        output_dir,
-        stage="sft",
-        description=description,
-        base_model=model_args.model_name_or_path,
-        datasets=hub_datasets(script_args.dataset_name),
-        metrics=metrics,
-        config=config_to_dict(script_args, training_args, model_args),
-        tags=["trl", "sft", "lora"] if model_args.use_peft else ["trl", "sft"],
-        library_name="peft" if model_args.use_peft else "transformers",  # what the top level holds
-    )
-    write_metrics(output_dir, metrics)
 
 
 def cli(argv=None):

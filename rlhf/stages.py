@@ -1,27 +1,124 @@
-"""Bookkeeping the SFT, reward and RL stages share: starting a run directory, curves, the model card's data."""
+"""What the fine-tuning stages (SFT, reward, RL, DPO) share besides the run lifecycle (`rlhf.runs.stage_run`):
+their common arguments, TRL configs whose ``bf16`` follows the hardware, loading the tokenizer and model those
+arguments name, and the figures every Trainer run reports."""
 
 from __future__ import annotations
 
-import os
+import dataclasses
 from collections.abc import Sequence
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
-from rlhf.config import save_config
-from rlhf.runs import METRICS_FILE, prepare_output_dir
+from rlhf.datasets import DatasetArguments
+from rlhf.models import auto_precision, load_causal_lm, load_tokenizer
+from rlhf.runs import reset_accelerate_state  # noqa: F401  (imported from here by tests and notebooks)
 
 
-def start_run(output_dir: str | os.PathLike, overwrite: bool, is_main_process: bool, *configs: Any) -> Path:
-    """Create ``output_dir`` (refusing a finished run unless ``overwrite``) and write the resolved config.
-
-    Every process calls it, so all of them stop on a refusal; only the main process writes. An overwritten
-    run loses its ``metrics.json`` first: it is not finished again until this run writes its own.
+@dataclass
+class StageArguments(DatasetArguments):
     """
-    path = prepare_output_dir(output_dir, overwrite)
-    if is_main_process:
-        (path / METRICS_FILE).unlink(missing_ok=True)
-        save_config(path, *configs)
-    return path
+    Arguments every fine-tuning stage has besides its TRL config and `ModelConfig` (plus the dataset fields of
+    `rlhf.datasets.DatasetArguments`).
+
+    Args:
+        tokenizer_name_or_path (`str` or `None`, *optional*, defaults to `None`):
+            Tokenizer to use (`None`: the model's own).
+        gguf_file (`str` or `None`, *optional*, defaults to `None`):
+            GGUF file inside `model_name_or_path` to load (or give the `.gguf` path as `model_name_or_path`).
+        card_samples (`int`, *optional*, defaults to `8`):
+            Held-out examples shown in the model card (all of them go to the run's `.jsonl` file).
+        save_merged (`bool`, *optional*, defaults to `True`):
+            Also save the model with the adapter merged in `output_dir/merged` (what the next stages load).
+        overwrite_output_dir (`bool`, *optional*, defaults to `False`):
+            Replace a finished run in `output_dir`.
+    """
+
+    tokenizer_name_or_path: str | None = field(
+        default=None, metadata={"help": "Tokenizer (None: the model's)."}
+    )
+    gguf_file: str | None = field(default=None, metadata={"help": "GGUF file inside model_name_or_path."})
+    card_samples: int = field(default=8, metadata={"help": "Held-out examples shown in the model card."})
+    save_merged: bool = field(
+        default=True, metadata={"help": "Also save the merged model in output_dir/merged."}
+    )
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Replace a finished run in output_dir."}
+    )
+
+
+@dataclass
+class AutoBF16:
+    """Put first among the bases of a TRL config (``class SFTConfig(AutoBF16, trl.SFTConfig)``): ``bf16`` left
+    unset means on where the hardware has fast bf16 (a bf16 GPU, or a CPU with bf16 instructions), off elsewhere.
+    The subclass's docstring is the TRL config's, with that said first."""
+
+    bf16: bool | None = field(
+        default=None, metadata={"help": "bf16 mixed precision (unset: on where the hardware has fast bf16)."}
+    )
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        trl_config = cls.__mro__[2] if cls.__mro__[1] is AutoBF16 else None
+        if trl_config is not None and not cls.__dict__.get("__doc__"):
+            inherited = {f.name for f in dataclasses.fields(trl_config)}
+            extra = "".join(
+                f", plus `{n}`" for n in cls.__dict__.get("__annotations__", {}) if n not in inherited
+            )
+            cls.__doc__ = (
+                f"TRL's `{trl_config.__name__}`{extra}; `bf16` left unset means: on where the hardware has fast "
+                "bf16 (a bf16 GPU or a CPU with bf16 instructions), off elsewhere.\n\n"
+                + (trl_config.__doc__ or "")
+            )
+
+    def __post_init__(self):
+        auto_precision(self)
+        super().__post_init__()
+
+
+def stage_tokenizer(script_args: StageArguments, training_args, model_args, **kwargs):
+    """The tokenizer a stage's arguments name (``tokenizer_name_or_path``, else the model's), with a chat template."""
+    return load_tokenizer(
+        script_args.tokenizer_name_or_path or model_args.model_name_or_path,
+        chat_template_path=training_args.chat_template_path,
+        gguf_file=script_args.gguf_file,
+        trust_remote_code=training_args.trust_remote_code,
+        revision=model_args.model_revision,
+        **kwargs,
+    )
+
+
+def stage_causal_lm(script_args: StageArguments, training_args, model_args):
+    """The causal LM ``model_name_or_path`` names, loaded as `ModelConfig` says (dtype, revision, attention)."""
+    return load_causal_lm(
+        model_args.model_name_or_path,
+        dtype=model_args.dtype,
+        gguf_file=script_args.gguf_file,
+        trust_remote_code=training_args.trust_remote_code,
+        revision=model_args.model_revision,
+        attn_implementation=model_args.attn_implementation,
+    )
+
+
+def trainer_metrics(trainer, train_result=None, parameters: tuple[int, int] | None = None) -> dict[str, Any]:
+    """What every Trainer run reports in ``metrics.json``: losses, steps, speed, parameter counts, precision."""
+    log = trainer.state.log_history
+    metrics = {
+        "train_loss": last_logged(log, "loss"),
+        "train_loss_first": next((e["loss"] for e in log if "loss" in e), None),
+        "steps": trainer.state.global_step,
+        "train_tokens": last_logged(log, "num_tokens"),  # non-pad tokens, all processes
+        "num_processes": trainer.accelerator.num_processes,
+        "bf16": bool(trainer.args.bf16),
+    }
+    if train_result is not None:
+        metrics.update(
+            train_loss_avg=train_result.training_loss,
+            train_runtime_s=train_result.metrics.get("train_runtime"),
+            train_samples_per_second=train_result.metrics.get("train_samples_per_second"),
+        )
+    if parameters is not None:
+        metrics["trainable_parameters"], metrics["total_parameters"] = parameters
+    return {k: v for k, v in metrics.items() if v is not None}  # what this trainer does not log is left out
 
 
 def curves(
@@ -36,71 +133,7 @@ def curves(
     return out
 
 
-def hub_datasets(dataset_name: str) -> list[str]:
-    """The model card's ``datasets`` entry: a Hub id, nothing for the built-in task or local files."""
-    if dataset_name == "builtin" or os.path.exists(dataset_name):
-        return []
-    return [dataset_name]
-
-
 def last_logged(log_history: Sequence[dict[str, Any]], key: str) -> float | None:
     """The last value logged under ``key`` (None if never)."""
     values = [e[key] for e in log_history if key in e]
     return float(values[-1]) if values else None
-
-
-# What a stage's run directory holds that is not part of the published model: working state, and merged/
-# (a full copy of the weights; `rlhf push RUN_DIR --merged` publishes that one instead of the adapter).
-HUB_IGNORE = ["merged/*", "checkpoint-*/*", "*.tmp", "training_args.bin", "hub_upload/*"]
-
-
-def defer_hub_push(training_args) -> bool:
-    """Take ``push_to_hub`` away from the TRL trainer and return whether the stage should push at the end.
-
-    A ``Trainer`` with ``push_to_hub`` creates the Hub repository when it is built and pushes on every save,
-    each time with its own model card. The stage instead pushes the finished run directory once, after
-    ``metrics.json``, with its model card (metrics, samples, config): see `push_run`. Call `restore_hub_push`
-    once the trainer is done, so the config written into the model card says what the user asked for.
-    """
-    asked = bool(training_args.push_to_hub)
-    training_args.push_to_hub = False
-    return asked
-
-
-def restore_hub_push(training_args, asked: bool) -> None:
-    """Undo `defer_hub_push` on the config object (for the model card's training configuration)."""
-    training_args.push_to_hub = asked
-
-
-def push_run(output_dir: str | os.PathLike, training_args) -> str:
-    """Upload a finished run directory to the Hub as ``TrainingArguments`` describe it; returns the repo id.
-
-    The repository is ``hub_model_id`` (default: the output directory's name under the token's user), created
-    if needed with ``hub_private_repo``, with ``hub_token`` and ``hub_revision``. Uploaded: the adapter (or full
-    model), tokenizer, plots, ``config.yaml``, ``metrics.json``, samples and the model card; not ``merged/``.
-    """
-    from huggingface_hub import HfApi
-
-    api = HfApi(token=training_args.hub_token)
-    name = training_args.hub_model_id or Path(output_dir).absolute().name
-    repo_id = api.create_repo(name, private=training_args.hub_private_repo, exist_ok=True).repo_id
-    api.upload_folder(
-        repo_id=repo_id,
-        folder_path=str(output_dir),
-        revision=training_args.hub_revision,
-        commit_message=f"rlhf: upload {Path(output_dir).name}",
-        ignore_patterns=HUB_IGNORE,
-    )
-    print(f"pushed {output_dir} to https://huggingface.co/{repo_id}")
-    return repo_id
-
-
-def reset_accelerate_state() -> None:
-    """Forget this run's accelerate settings so a later stage in the same process can make its own Accelerator.
-
-    ``rlhf quickstart`` runs every stage in one process, and accelerate's state is a process-wide singleton.
-    """
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()

@@ -13,7 +13,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, set_seed
 
-from rlhf import ppo
+from rlhf import policy_eval, ppo
 from rlhf.evaluation import prompt_ids
 from rlhf.models import load_reward_model
 from rlhf.shared_base import load_rl_models
@@ -152,7 +152,7 @@ def test_rl_trains_the_adapter_and_compares_the_policy_with_sft(workdir, tmp_pat
 
 
 def test_compare_policies_scores_both_policies_with_the_gold_judge(workdir, monkeypatch):
-    monkeypatch.setattr(ppo, "builtin_judge", lambda seed, kwargs: ToyJudge())
+    monkeypatch.setattr(policy_eval, "builtin_judge", lambda seed, kwargs: ToyJudge())
     tokenizer = tiny_tokenizer()
     tokenizer.padding_side = "left"
     policy = get_peft_model(
@@ -160,10 +160,9 @@ def test_compare_policies_scores_both_policies_with_the_gold_judge(workdir, monk
     )
     reward_model = load_reward_model(str(workdir / "reward"))
     script_args = ppo.RLScriptArguments(dataset_name="builtin", eval_prompts=3, bootstrap_resamples=200)
-    training_args = ppo.PPOConfig(output_dir="unused", response_length=8, report_to="none")
     test = Dataset.from_list(toy_prompt_rows()[:5])
-    samples, metrics = ppo.compare_policies(
-        policy, None, reward_model, tokenizer, test, script_args, training_args
+    samples, metrics = policy_eval.compare_policies(
+        policy, None, tokenizer, test, script_args, seed=0, max_new_tokens=8, reward_model=reward_model
     )
     assert len(samples) == 3 and metrics["eval_prompts"] == 3
     # an untrained adapter is the SFT policy: same answers, no gain, zero KL
@@ -189,7 +188,7 @@ def test_the_config_follows_the_algorithm(workdir, tmp_path, capsys):
 
 def test_ppo_reference_is_the_adapter_free_policy_and_the_value_model_starts_as_the_reward_model(workdir):
     from rlhf.config import parse_args
-    from rlhf.stages import reset_accelerate_state
+    from rlhf.runs import reset_accelerate_state
 
     argv = ["--config", str(recipe(workdir, workdir / "unused-run", "ppo")), "--whiten_rewards", "true"]
     argv += ["--num_mini_batches", "1", "--bf16", "true"]

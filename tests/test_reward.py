@@ -22,7 +22,7 @@ from helpers import (
 from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, set_seed
 
-from rlhf import reward
+from rlhf import preference_eval, reward
 from rlhf.config import parse_args
 from rlhf.datasets import DatasetFormatError
 from rlhf.evaluation import conversation_ids, score_sequences
@@ -93,7 +93,8 @@ def test_reward_model_separates_a_toy_preference_set_and_reloads(workdir, tmp_pa
     assert metrics["pairwise_accuracy"] >= 0.875  # 8 held-out pairs; chance is 0.5
     assert metrics["mean_margin"] > 1.0 and metrics["mean_margin"] > margin_before / 8 + 1.0
     assert metrics["train_loss"] < 0.5 * metrics["train_loss_first"]
-    assert metrics["eval_pairs"] == 8 and "gold_rank_correlation" not in metrics  # no gold judge for local data
+    # no gold judge for local data
+    assert metrics["eval_pairs"] == 8 and "gold_rank_correlation" not in metrics
     assert json.loads((out / "metrics.json").read_text())["pairwise_accuracy"] == metrics["pairwise_accuracy"]
     assert (out / "rewards.png").stat().st_size > 0 and (out / "loss.png").stat().st_size > 0
     assert "Held-out pairs" in (out / "README.md").read_text()
@@ -175,15 +176,15 @@ def test_held_out_metrics_on_the_builtin_task_rank_every_answer_against_the_gold
         {"prompt": [{"role": "user", "content": "q2"}], "answers": ["a", "b", "c"], "gold": [1.0, 0.0, -1.0]},
     ]
     monkeypatch.setattr(
-        reward, "answer_sets", lambda split, seed, **kw: sets if split == "validation" else []
+        preference_eval, "answer_sets", lambda split, seed, **kw: sets if split == "validation" else []
     )
     scores = iter([[2.0, 1.0], [1.0, 0.0], [3.0, 2.0, 1.0, 1.0, 2.0, 3.0]])  # chosen, rejected, answer sets
-    monkeypatch.setattr(reward, "score_sequences", lambda model, seqs, pad, bs: next(scores))
+    monkeypatch.setattr(preference_eval, "score_sequences", lambda model, seqs, pad, bs: next(scores))
     monkeypatch.setattr("rlhf.evaluation.score_sequences", lambda model, seqs, pad, bs: next(scores))
     tokenizer = tiny_tokenizer()
-    test = reward.tokenize_pairs(Dataset.from_list(toy_preference_rows()[:2]), tokenizer)
+    test = preference_eval.tokenize_pairs(Dataset.from_list(toy_preference_rows()[:2]), tokenizer)
     args = reward.RewardScriptArguments(dataset_name="builtin", dataset_test_split="validation")
-    _, metrics = reward.evaluate_pairs(None, tokenizer, test, args, seed=0)
+    _, metrics = preference_eval.evaluate_pairs(None, tokenizer, test, args)
     assert metrics["pairwise_accuracy"] == 1.0
     assert metrics["gold_answer_sets"] == 2 and metrics["gold_rank_correlation"] == pytest.approx(0.0)
     assert metrics["mean_margin"] == pytest.approx(1.0)
