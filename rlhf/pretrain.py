@@ -31,12 +31,11 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.state import AcceleratorState, GradientState
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-from rlhf.config import ConfigError, config_to_dict, run_cli, save_config
+from rlhf.config import ConfigError, config_to_dict, run_cli
 
 STATE_FILE = "trainer_state.json"  # our part of a checkpoint: step, data position, loss history
 
@@ -624,143 +623,131 @@ def bf16_supported() -> bool:
 def main(args: PretrainArguments) -> dict:
     """Pretrain (or continue pretraining) a causal LM; returns the metrics written to ``metrics.json``."""
     from rlhf.corpus import load_text_corpus
-    from rlhf.runs import METRICS_FILE, plot_curves, prepare_output_dir, write_metrics, write_model_card
+    from rlhf.runs import plot_curves, stage_run
 
     wall_start = time.perf_counter()
-    output_dir = Path(args.output_dir)
-    use_tensorboard = args.report_to == "tensorboard" and _tensorboard_installed()
-    use_bf16 = args.bf16 and bf16_supported()
-    accelerator = Accelerator(
-        mixed_precision="bf16" if use_bf16 else None,
-        log_with="tensorboard" if use_tensorboard else None,
-        project_dir=str(output_dir),
-    )
-    prepare_output_dir(output_dir, args.overwrite_output_dir)  # every process: all of them stop on a refusal
-    _guard_unfinished_checkpoints(args, output_dir, delete=accelerator.is_main_process)
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        (output_dir / METRICS_FILE).unlink(missing_ok=True)  # overwriting: not finished until this run is
-        save_config(output_dir, args)
-    if args.bf16 and not use_bf16:
+    with stage_run("pretrain", args) as run:  # every process: all of them stop on a refused output_dir
+        output_dir = run.output_dir
+        use_tensorboard = args.report_to == "tensorboard" and _tensorboard_installed()
+        use_bf16 = args.bf16 and bf16_supported()
+        accelerator = Accelerator(
+            mixed_precision="bf16" if use_bf16 else None,
+            log_with="tensorboard" if use_tensorboard else None,
+            project_dir=str(output_dir),
+        )
+        _guard_unfinished_checkpoints(args, output_dir, delete=accelerator.is_main_process)
+        accelerator.wait_for_everyone()
+        if args.bf16 and not use_bf16:
+            accelerator.print(
+                "pretrain: bf16 requested but this hardware has no fast bf16 (emulated): training in fp32"
+            )
+        checkpoint = resolve_checkpoint(args.resume_from_checkpoint, output_dir)
+        set_seed(args.seed)
+
+        # data -> tokenizer -> packed blocks
+        corpus = load_text_corpus(
+            args.dataset_name, args.text_column, args.dataset_config, args.task_seed,
+            args.validation_split_percentage, args.task_kwargs(),
+        )  # fmt: skip
+        train_texts = list(corpus["train"][args.text_column])
+        tokenizer = load_or_train_tokenizer(args, train_texts, accelerator)
+        train_blocks = pack_blocks(train_texts, tokenizer, args.block_size)
+        eval_blocks = pack_blocks(list(corpus["validation"][args.text_column]), tokenizer, args.block_size)
+        eval_blocks = eval_blocks[: args.max_eval_blocks]
+        if len(eval_blocks) == 0:
+            raise ConfigError(f"the validation split is shorter than one block of {args.block_size} tokens")
+        run.write_config()
+
+        # model, optimizer, schedule
+        model = build_model(args, tokenizer)
+        n_params = sum(p.numel() for p in model.parameters())
+        optimizer, scheduler = build_optimizer(args, model)
+        model, optimizer = accelerator.prepare(model, optimizer)
+        # The schedule is in optimizer steps whatever the process count, so it is not `prepare`d
+        # (accelerate would step it once per process); it is still saved and restored with the state.
+        accelerator.register_for_checkpointing(scheduler)
+
+        state = TrainState(global_batch=args.per_device_train_batch_size * accelerator.num_processes)
+        facts = _load_facts(args) if args.eval_facts else None
+        if checkpoint is not None:
+            accelerator.load_state(str(checkpoint))
+            saved = TrainState.load(checkpoint / STATE_FILE)
+            if saved.global_batch != state.global_batch:
+                raise ConfigError(
+                    f"{checkpoint} was trained with {saved.global_batch} blocks per micro-batch over all processes, "
+                    f"this run has {state.global_batch}: resume with the same batch size and process count"
+                )
+            state = saved
+            accelerator.print(f"resumed from {checkpoint} at step {state.step}")
+        elif facts is not None:
+            state.fact_accuracy_untrained = fact_accuracy(accelerator, model, tokenizer, facts, args)
+        if use_tensorboard:
+            accelerator.init_trackers("tensorboard", config=_scalars(config_to_dict(args)))
+
         accelerator.print(
-            "pretrain: bf16 requested but this hardware has no fast bf16 (emulated): training in fp32"
+            f"pretrain: {n_params / 1e6:.2f}M parameters, {len(train_blocks)} train / {len(eval_blocks)} eval "
+            f"blocks of {args.block_size} tokens, {args.max_steps} steps of "
+            f"{args.gradient_accumulation_steps * state.global_batch * args.block_size} tokens"
         )
-    checkpoint = resolve_checkpoint(args.resume_from_checkpoint, output_dir)
-    set_seed(args.seed)
+        tokens_before, time_before = state.tokens_seen, state.train_time_s
+        state = train_loop(
+            accelerator, model, optimizer, scheduler, train_blocks, args, state, eval_blocks, output_dir
+        )
 
-    # data -> tokenizer -> packed blocks
-    corpus = load_text_corpus(
-        args.dataset_name, args.text_column, args.dataset_config, args.task_seed,
-        args.validation_split_percentage, args.task_kwargs(),
-    )  # fmt: skip
-    train_texts = list(corpus["train"][args.text_column])
-    tokenizer = load_or_train_tokenizer(args, train_texts, accelerator)
-    train_blocks = pack_blocks(train_texts, tokenizer, args.block_size)
-    eval_blocks = pack_blocks(list(corpus["validation"][args.text_column]), tokenizer, args.block_size)
-    eval_blocks = eval_blocks[: args.max_eval_blocks]
-    if len(eval_blocks) == 0:
-        raise ConfigError(f"the validation split is shorter than one block of {args.block_size} tokens")
+        # final evaluation, the model, and the run directory's records
+        eval_loss = evaluate_loss(accelerator, model, eval_blocks, args.per_device_eval_batch_size)
+        if not state.eval_loss or state.eval_loss[-1][0] != state.step:
+            state.eval_loss.append((state.step, eval_loss))
+        trained_facts = (
+            fact_accuracy(accelerator, model, tokenizer, facts, args) if facts is not None else None
+        )
 
-    # model, optimizer, schedule
-    model = build_model(args, tokenizer)
-    n_params = sum(p.numel() for p in model.parameters())
-    optimizer, scheduler = build_optimizer(args, model)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    # The schedule is in optimizer steps whatever the process count, so it is not `prepare`d
-    # (accelerate would step it once per process); it is still saved and restored with the state.
-    accelerator.register_for_checkpointing(scheduler)
-
-    state = TrainState(global_batch=args.per_device_train_batch_size * accelerator.num_processes)
-    facts = _load_facts(args) if args.eval_facts else None
-    if checkpoint is not None:
-        accelerator.load_state(str(checkpoint))
-        saved = TrainState.load(checkpoint / STATE_FILE)
-        if saved.global_batch != state.global_batch:
-            raise ConfigError(
-                f"{checkpoint} was trained with {saved.global_batch} blocks per micro-batch over all processes, "
-                f"this run has {state.global_batch}: resume with the same batch size and process count"
+        unwrapped = accelerator.unwrap_model(model, keep_fp32_wrapper=False)
+        unwrapped.generation_config.pad_token_id = tokenizer.pad_token_id
+        unwrapped.generation_config.eos_token_id = tokenizer.eos_token_id
+        unwrapped.save_pretrained(
+            output_dir, is_main_process=accelerator.is_main_process, save_function=accelerator.save
+        )
+        session_time = state.train_time_s - time_before
+        metrics = {
+            "eval_loss": eval_loss,
+            "eval_perplexity": math.exp(eval_loss),
+            "fact_accuracy": trained_facts,
+            "fact_accuracy_untrained": state.fact_accuracy_untrained,
+            "train_loss": state.train_loss[-1][1] if state.train_loss else None,
+            "steps": state.step,
+            "tokens_seen": state.tokens_seen,
+            "tokens_per_second": (state.tokens_seen - tokens_before) / max(session_time, 1e-9),
+            "train_time_s": state.train_time_s,
+            "wall_time_s": time.perf_counter() - wall_start,
+            "num_parameters": n_params,
+            "num_processes": accelerator.num_processes,
+            "mixed_precision": accelerator.mixed_precision,
+        }
+        if accelerator.is_main_process:
+            tokenizer.save_pretrained(output_dir)
+            plot_curves(
+                output_dir / "loss.png",
+                {"train": state.train_loss, "eval": state.eval_loss},
+                title="pretraining loss",
+                ylabel="loss (nats/token)",
             )
-        state = saved
-        accelerator.print(f"resumed from {checkpoint} at step {state.step}")
-    elif facts is not None:
-        state.fact_accuracy_untrained = fact_accuracy(accelerator, model, tokenizer, facts, args)
-    if use_tensorboard:
-        accelerator.init_trackers("tensorboard", config=_scalars(config_to_dict(args)))
-
-    accelerator.print(
-        f"pretrain: {n_params / 1e6:.2f}M parameters, {len(train_blocks)} train / {len(eval_blocks)} eval blocks "
-        f"of {args.block_size} tokens, {args.max_steps} steps of "
-        f"{args.gradient_accumulation_steps * state.global_batch * args.block_size} tokens"
-    )
-    tokens_before, time_before = state.tokens_seen, state.train_time_s
-    state = train_loop(
-        accelerator, model, optimizer, scheduler, train_blocks, args, state, eval_blocks, output_dir
-    )
-
-    # final evaluation, the model, and the run directory's records
-    eval_loss = evaluate_loss(accelerator, model, eval_blocks, args.per_device_eval_batch_size)
-    if not state.eval_loss or state.eval_loss[-1][0] != state.step:
-        state.eval_loss.append((state.step, eval_loss))
-    trained_facts = fact_accuracy(accelerator, model, tokenizer, facts, args) if facts is not None else None
-
-    unwrapped = accelerator.unwrap_model(model, keep_fp32_wrapper=False)
-    unwrapped.generation_config.pad_token_id = tokenizer.pad_token_id
-    unwrapped.generation_config.eos_token_id = tokenizer.eos_token_id
-    unwrapped.save_pretrained(
-        output_dir, is_main_process=accelerator.is_main_process, save_function=accelerator.save
-    )
-    session_time = state.train_time_s - time_before
-    metrics = {
-        "eval_loss": eval_loss,
-        "eval_perplexity": math.exp(eval_loss),
-        "fact_accuracy": trained_facts,
-        "fact_accuracy_untrained": state.fact_accuracy_untrained,
-        "train_loss": state.train_loss[-1][1] if state.train_loss else None,
-        "steps": state.step,
-        "tokens_seen": state.tokens_seen,
-        "tokens_per_second": (state.tokens_seen - tokens_before) / max(session_time, 1e-9),
-        "train_time_s": state.train_time_s,
-        "wall_time_s": time.perf_counter() - wall_start,
-        "num_parameters": n_params,
-        "num_processes": accelerator.num_processes,
-        "mixed_precision": accelerator.mixed_precision,
-    }
-    if accelerator.is_main_process:
-        tokenizer.save_pretrained(output_dir)
-        plot_curves(
-            output_dir / "loss.png",
-            {"train": state.train_loss, "eval": state.eval_loss},
-            title="pretraining loss",
-            ylabel="loss (nats/token)",
-        )
-        write_model_card(
-            output_dir,
-            stage="pretrain",
-            description="A causal language model pretrained with the `rlhf` Accelerate loop "
-            f"on `{args.dataset_name}` ({state.tokens_seen:,} tokens).",
-            base_model=args.model_name_or_path,
-            datasets=[]
-            if args.dataset_name == "builtin" or os.path.exists(args.dataset_name)
-            else [args.dataset_name],
-            metrics=metrics,
-            config=config_to_dict(args),
-        )
-        write_metrics(output_dir, metrics)
-        print(
-            f"pretrain: eval loss {eval_loss:.4f} (perplexity {metrics['eval_perplexity']:.2f}), "
-            f"{metrics['tokens_per_second']:.0f} tokens/s, {metrics['wall_time_s']:.0f} s"
-        )
-        if trained_facts is not None:
+            run.finish(
+                metrics,
+                description="A causal language model pretrained with the `rlhf` Accelerate loop "
+                f"on `{args.dataset_name}` ({state.tokens_seen:,} tokens).",
+            )
             print(
-                f"fact accuracy: {trained_facts:.3f} trained vs {state.fact_accuracy_untrained:.3f} untrained "
-                f"({len(facts)} held-out fact prompts)"
+                f"pretrain: eval loss {eval_loss:.4f} (perplexity {metrics['eval_perplexity']:.2f}), "
+                f"{metrics['tokens_per_second']:.0f} tokens/s, {metrics['wall_time_s']:.0f} s"
             )
-    accelerator.wait_for_everyone()
-    accelerator.end_training()  # closes the trackers and, under DDP, the process group: keep it last
-    # Forget this run's accelerate settings so a later stage in the same process (rlhf quickstart)
-    # can build its own Accelerator with other ones (e.g. a Trainer asking for bf16).
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
+            if trained_facts is not None:
+                print(
+                    f"fact accuracy: {trained_facts:.3f} trained vs {state.fact_accuracy_untrained:.3f} untrained "
+                    f"({len(facts)} held-out fact prompts)"
+                )
+        accelerator.wait_for_everyone()
+        accelerator.end_training()  # closes the trackers and, under DDP, the process group: keep it last
     return metrics
 
 

@@ -50,6 +50,9 @@ class RLOOConfig(AutoBF16, trl.RLOOConfig):
     )
     chat_template_path: str | None = field(default=None, metadata={"help": _TEMPLATE_HELP})
 
+    def __post_init__(self):
+        _settle_generation_batch(self, super().__post_init__)
+
 
 @dataclass
 class GRPOConfig(AutoBF16, trl.GRPOConfig):
@@ -57,6 +60,24 @@ class GRPOConfig(AutoBF16, trl.GRPOConfig):
         default=None, metadata={"help": "The reward model (a directory or Hub id)."}
     )
     chat_template_path: str | None = field(default=None, metadata={"help": _TEMPLATE_HELP})
+
+    def __post_init__(self):
+        _settle_generation_batch(self, super().__post_init__)
+
+
+def _settle_generation_batch(config, post_init) -> None:
+    """Run TRL's ``__post_init__`` on a config that may hold both ``generation_batch_size`` and
+    ``steps_per_generation``, as a run's config.yaml does (one given, the other derived from it). TRL refuses the
+    pair, so the batch is derived again from ``steps_per_generation``, and must come out as written."""
+    written = config.generation_batch_size if config.steps_per_generation is not None else None
+    if written is not None:
+        config.generation_batch_size = None
+    post_init()
+    if written is not None and written != config.generation_batch_size:
+        raise ValueError(
+            f"generation_batch_size {written} disagrees with steps_per_generation {config.steps_per_generation} "
+            f"(= {config.generation_batch_size} prompts per generation on this many processes); set only one"
+        )
 
 
 CONFIGS = {"ppo": PPOConfig, "rloo": RLOOConfig, "grpo": GRPOConfig}

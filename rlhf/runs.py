@@ -235,7 +235,7 @@ class Run:
 
         ``card`` overrides what the card's metadata takes from the configs: ``base_model``
         (``model_name_or_path``), ``datasets`` (``dataset_name`` when a Hub id), ``library_name`` (``peft``
-        when the directory holds an adapter), ``metrics`` (all of them).
+        when the directory holds an adapter), ``card_metrics`` (all of ``metrics``).
         """
         if self.config is None:
             raise RuntimeError(f"{self.stage}: write_config() must come before finish()")
@@ -246,7 +246,7 @@ class Run:
             description=description,
             base_model=card.pop("base_model", _setting(self.configs, "model_name_or_path")),
             datasets=card.pop("datasets", hub_datasets(_setting(self.configs, "dataset_name"))),
-            metrics=card.pop("metrics", metrics),
+            metrics=card.pop("card_metrics", metrics),
             config=self.config,
             library_name=card.pop("library_name", "peft" if adapter else "transformers"),
             tags=[*tags, *(["lora"] if adapter and "lora" not in tags else [])],

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from rlhf.config import run_cli, save_config
+from rlhf.config import run_cli
 
 BOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<|pad|>"
@@ -151,37 +151,32 @@ class TokenizerArguments:
 def main(args: TokenizerArguments) -> dict:
     """Train the tokenizer on the corpus's train split, save it, and return its metrics."""
     from rlhf.corpus import load_text_corpus
-    from rlhf.runs import prepare_output_dir, write_metrics, write_model_card
+    from rlhf.runs import stage_run
 
-    output_dir = prepare_output_dir(args.output_dir, args.overwrite_output_dir)
-    corpus = load_text_corpus(args.dataset_name, args.text_column, args.dataset_config, seed=args.seed)
-    train = corpus["train"]
-    if args.max_texts is not None:
-        train = train.select(range(min(args.max_texts, len(train))))
-    texts = list(train[args.text_column])
-    tokenizer = train_tokenizer(texts, args.vocab_size, args.min_frequency, args.model_max_length)
-    tokenizer.save_pretrained(output_dir)
-    save_config(output_dir, args)
-
-    held_out = list(corpus["validation"][args.text_column])
-    metrics = {
-        "vocab_size": len(tokenizer),
-        "train_documents": len(texts),
-        "train_bytes_per_token": bytes_per_token(tokenizer, texts),
-        "bytes_per_token": bytes_per_token(tokenizer, held_out),  # on held-out text
-    }
-    write_model_card(
-        output_dir,
-        stage="tokenizer",
-        description="A byte-level BPE tokenizer with the built-in chat template "
-        "(`<|{role}|>\\n{content}<|end|>\\n`).",
-        datasets=[args.dataset_name] if args.dataset_name != "builtin" else [],
-        metrics=metrics,
-    )
-    write_metrics(output_dir, metrics)
+    with stage_run("tokenizer", args) as run:
+        corpus = load_text_corpus(args.dataset_name, args.text_column, args.dataset_config, seed=args.seed)
+        train = corpus["train"]
+        if args.max_texts is not None:
+            train = train.select(range(min(args.max_texts, len(train))))
+        texts = list(train[args.text_column])
+        run.write_config()
+        tokenizer = train_tokenizer(texts, args.vocab_size, args.min_frequency, args.model_max_length)
+        tokenizer.save_pretrained(run.output_dir)
+        held_out = list(corpus["validation"][args.text_column])
+        metrics = {
+            "vocab_size": len(tokenizer),
+            "train_documents": len(texts),
+            "train_bytes_per_token": bytes_per_token(tokenizer, texts),
+            "bytes_per_token": bytes_per_token(tokenizer, held_out),  # on held-out text
+        }
+        run.finish(
+            metrics,
+            description="A byte-level BPE tokenizer with the built-in chat template "
+            "(`<|{role}|>\\n{content}<|end|>\\n`).",
+        )
     print(
         f"tokenizer: {metrics['vocab_size']} tokens, {metrics['bytes_per_token']:.2f} bytes/token "
-        f"on held-out text -> {output_dir}"
+        f"on held-out text -> {run.output_dir}"
     )
     return metrics
 

@@ -190,6 +190,19 @@ def pretrain_on_toy(folder: Path, steps: int = 150, seed: int = 0, hidden_size: 
     return Path(folder)
 
 
+def assert_config_is_what_ran(run_dir: Path, configs, types) -> dict:
+    """The run's ``config.yaml`` holds exactly the settings of ``configs`` (the objects the stage ran with, derived
+    settings included; secrets as null) and parses back, with the stage's parser, to the same settings."""
+    import yaml
+
+    from rlhf.config import config_to_dict, parse_args
+
+    written = yaml.safe_load((Path(run_dir) / "config.yaml").read_text())
+    assert written == config_to_dict(*configs)
+    assert config_to_dict(*parse_args(types, ["--config", str(Path(run_dir) / "config.yaml")])) == written
+    return written
+
+
 def cli_error(cli, argv: list[str], capsys) -> str:
     """Run a stage's ``cli`` expecting the one-line user error (exit status 2); returns what it printed."""
     import pytest

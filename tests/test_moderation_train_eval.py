@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import assert_config_is_what_ran
 
 from rlhf.cli import main as rlhf_main
-from rlhf.moderation import build_moderator, load_moderation_config
+from rlhf.config import parse_args
+from rlhf.moderation import build_moderator, load_moderation_config, train
 from rlhf.moderation.base import make_result
 from rlhf.moderation.data import Examples, build_examples
 from rlhf.moderation.evaluate import choose_thresholds, with_thresholds
@@ -22,11 +24,17 @@ TINY = [
 ]  # fmt: skip
 
 
+TRAIN_TYPES = (train.ModerationTrainArguments, train.ModelConfig, train.TrainingArguments)
+RAN = {}  # the config objects the module's trained run used
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("moderation") / "classifier"
-    rc = rlhf_main(["moderation-train", "--dataset_name", str(FIXTURE), "--output_dir", str(out), *TINY])
-    assert rc == 0
+    RAN["configs"] = parse_args(
+        TRAIN_TYPES, ["--dataset_name", str(FIXTURE), "--output_dir", str(out), *TINY]
+    )
+    train.main(*RAN["configs"])
     return out
 
 
@@ -51,6 +59,8 @@ def test_train_writes_a_complete_run(trained):
     config = json.loads((trained / "config.json").read_text())
     assert config["problem_type"] == "multi_label_classification" and config["rlhf_normalize_text"] is True
     assert "rlhf_metrics" in (trained / "README.md").read_text()
+    written = assert_config_is_what_ran(trained, RAN["configs"], TRAIN_TYPES)
+    assert written["tiny_hidden_size"] == 32 and written["num_train_epochs"] == 3
 
 
 def test_train_refuses_a_finished_run(trained, capsys):

@@ -8,12 +8,21 @@ import pytest
 import torch
 import yaml
 from datasets import Dataset
-from helpers import FakeHub, ToyJudge, save_tiny_base, tiny_tokenizer, toy_prompt_rows, write_toy_splits
+from helpers import (
+    FakeHub,
+    ToyJudge,
+    assert_config_is_what_ran,
+    save_tiny_base,
+    tiny_tokenizer,
+    toy_prompt_rows,
+    write_toy_splits,
+)
 from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, set_seed
 
 from rlhf import policy_eval, ppo
+from rlhf.config import parse_args
 from rlhf.evaluation import prompt_ids
 from rlhf.models import load_reward_model
 from rlhf.shared_base import load_rl_models
@@ -111,7 +120,9 @@ def test_rl_trains_the_adapter_and_compares_the_policy_with_sft(workdir, tmp_pat
     out = tmp_path / algorithm
     digest = hashlib.sha256((workdir / "policy" / "model.safetensors").read_bytes()).hexdigest()
     config = recipe(workdir, out, algorithm, push_to_hub=True, hub_model_id=f"me/{algorithm}")
-    metrics = ppo.cli(["--config", str(config)])
+    types = (ppo.RLScriptArguments, ppo.CONFIGS[algorithm], ppo.ModelConfig)
+    configs = parse_args(types, ["--config", str(config)])
+    metrics = ppo.main(*configs)
 
     assert metrics["algorithm"] == algorithm and metrics["steps"] == (4 if algorithm == "ppo" else 3)
     assert metrics["eval_prompts"] == 4
@@ -136,7 +147,13 @@ def test_rl_trains_the_adapter_and_compares_the_policy_with_sft(workdir, tmp_pat
     }
     assert "Answers before (SFT) and after" in (out / "README.md").read_text()
     assert (out / "reward.png").is_file() and (out / "kl.png").is_file()
-    assert yaml.safe_load((out / "config.yaml").read_text())["algorithm"] == algorithm
+    written = assert_config_is_what_ran(out, configs, types)
+    assert (
+        written["algorithm"] == algorithm and written["push_to_hub"] is True
+    )  # as asked; pushed by the stage
+    assert written["reward_model_path"] == str(workdir / "reward")
+    if algorithm == "ppo":  # not TRL's default (EleutherAI/pythia-160m): the policy this run started from
+        assert written["sft_model_path"] == str(workdir / "policy") and written["stop_token"] == "eos"
     (upload,) = hub.uploads  # pushed once, after training, by the stage (not by TRL's trainer)
     assert hub.created == [{"repo_id": f"me/{algorithm}", "private": None}]
     assert {"adapter_model.safetensors", "README.md", "samples.jsonl"} <= set(upload["files"])

@@ -11,12 +11,11 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
-from helpers import launch_env
+from helpers import assert_config_is_what_ran, launch_env
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from rlhf.config import ConfigError
+from rlhf.config import ConfigError, parse_args
 from rlhf.pretrain import BlockOrder, PretrainArguments, build_optimizer, cli, complete, main, pack_blocks
 from rlhf.tokenizer import train_tokenizer
 
@@ -106,7 +105,8 @@ def test_learning_rate_warms_up_linearly_then_decays_by_cosine():
 
 def test_tiny_run_learns_and_its_outputs_reload(tmp_path, capsys):
     out = tmp_path / "run"
-    metrics = cli(argv(out))
+    configs = parse_args((PretrainArguments,), argv(out))
+    metrics = main(*configs)
     # it learnt: held-out loss fell far below the untrained model's ~ln(vocab)
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["eval_loss"] == pytest.approx(metrics["eval_loss"])
@@ -118,7 +118,7 @@ def test_tiny_run_learns_and_its_outputs_reload(tmp_path, capsys):
     card = (out / "README.md").read_text()
     assert "pretrain" in card and "eval_loss" in card
     assert (out / "loss.png").stat().st_size > 1000
-    config = yaml.safe_load((out / "config.yaml").read_text())
+    config = assert_config_is_what_ran(out, configs, (PretrainArguments,))
     assert config["hidden_size"] == 64 and config["output_dir"] == str(out)
     assert not list(out.glob("checkpoint-*"))  # save_steps 0: no checkpoints
 

@@ -101,3 +101,41 @@ def test_push_refuses_what_it_cannot_publish(tmp_path, run_dir, capsys):
     (out / "keep.txt").write_text("finished work")
     assert cli([str(run), "--repo-id", "me/x", "--dry-run", "--output-dir", str(out)]) == 2
     assert (out / "keep.txt").read_text() == "finished work"
+
+
+def test_push_to_hub_and_rlhf_push_upload_the_same_files_and_card(tmp_path, monkeypatch):
+    """A stage with ``push_to_hub: true`` publishes exactly what ``rlhf push RUN_DIR`` publishes afterwards."""
+    import huggingface_hub
+    from helpers import FakeHub, save_tiny_base, toy_sft_rows, write_toy_splits
+
+    from rlhf import sft
+
+    hub = FakeHub()
+    monkeypatch.setattr(huggingface_hub, "HfApi", hub)
+    save_tiny_base(tmp_path / "base")
+    write_toy_splits(tmp_path / "data", toy_sft_rows())
+    run = tmp_path / "sft-run"
+    sft.cli(
+        ["--model_name_or_path", str(tmp_path / "base"), "--dataset_name", str(tmp_path / "data"),
+         "--output_dir", str(run), "--use_peft", "true", "--lora_target_modules", "all-linear", "--max_steps", "2",
+         "--per_device_train_batch_size", "4", "--report_to", "none", "--save_strategy", "no",
+         "--eval_prompts", "2", "--eval_max_new_tokens", "4", "--disable_tqdm", "true",
+         "--push_to_hub", "true", "--hub_model_id", "me/tiny-sft"]
+    )  # fmt: skip
+    assert cli([str(run), "--repo-id", "me/tiny-sft"]) == 0
+    by_stage, by_command = hub.uploads
+    assert by_stage["files"] == by_command["files"] and by_stage["card"] == by_command["card"]
+    assert by_stage["card"] == (run / "README.md").read_text()  # the card the stage wrote, with its samples
+    assert "Sample answers" in by_stage["card"] and "lora_r: 16" in by_stage["card"]
+    assert {"adapter_model.safetensors", "config.yaml", "metrics.json", "loss.png", "samples.jsonl"} <= set(
+        by_stage["files"]
+    )
+    assert not any("/" in f or f in ("training_args.bin", "split.json.tmp") for f in by_stage["files"])
+
+    assert cli([str(run), "--repo-id", "me/tiny-sft-merged", "--merged"]) == 0
+    merged = hub.uploads[-1]
+    assert {"model.safetensors", "config.json", "config.yaml", "metrics.json", "loss.png"} <= set(
+        merged["files"]
+    )
+    assert "adapter_model.safetensors" not in merged["files"]
+    assert ModelCard(merged["card"]).data.library_name == "transformers"

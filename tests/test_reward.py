@@ -12,6 +12,7 @@ from datasets import Dataset
 from helpers import (
     FakeHub,
     accelerate_launch,
+    assert_config_is_what_ran,
     cli_error,
     save_tiny_base,
     tiny_tokenizer,
@@ -88,8 +89,11 @@ def test_reward_model_separates_a_toy_preference_set_and_reloads(workdir, tmp_pa
         )
     )
 
-    metrics = reward.cli(["--config", str(recipe(workdir, out))])
+    configs = parse_args(STAGE_TYPES, ["--config", str(recipe(workdir, out))])
+    metrics = reward.main(*configs)
 
+    # the stage turned ModelConfig's lora_task_type (CAUSAL_LM) into SEQ_CLS before training: config.yaml says so
+    assert assert_config_is_what_ran(out, configs, STAGE_TYPES)["lora_task_type"] == "SEQ_CLS"
     assert metrics["pairwise_accuracy"] >= 0.875  # 8 held-out pairs; chance is 0.5
     assert metrics["mean_margin"] > 1.0 and metrics["mean_margin"] > margin_before / 8 + 1.0
     assert metrics["train_loss"] < 0.5 * metrics["train_loss_first"]

@@ -13,6 +13,7 @@ from helpers import (
     FakeHub,
     ToyJudge,
     accelerate_launch,
+    assert_config_is_what_ran,
     cli_error,
     save_tiny_base,
     tiny_tokenizer,
@@ -87,13 +88,19 @@ def digest(folder: Path) -> str:
 def test_sft_learns_and_saves_an_adapter_and_a_merged_model_that_reload(workdir, tmp_path, capsys):
     out = tmp_path / "run"
     base_digest = digest(workdir / "base")
-    metrics = sft.cli(["--config", str(recipe(workdir, out)), "--lora_r", "4"])  # CLI overrides YAML
+    configs = parse_args(
+        STAGE_TYPES, ["--config", str(recipe(workdir, out)), "--lora_r", "4"]
+    )  # CLI over YAML
+    metrics = sft.main(*configs)
 
     assert metrics["train_loss"] < 0.7 * metrics["train_loss_first"]  # the loss moved
     assert 0 < metrics["trainable_parameters"] < metrics["total_parameters"] / 2
     assert metrics["eval_loss"] > 0 and metrics["eval_prompts"] == 4
     assert json.loads((out / "metrics.json").read_text()) == pytest.approx(metrics)
-    assert yaml.safe_load((out / "config.yaml").read_text())["lora_r"] == 4
+    written = assert_config_is_what_ran(out, configs, STAGE_TYPES)
+    assert (
+        written["lora_r"] == 4 and written["eos_token"] == configs[1].eos_token
+    )  # TrainingArguments masks *_token
     assert (out / "loss.png").stat().st_size > 0
     assert len((out / "samples.jsonl").read_text().splitlines()) == 4
     card = ModelCard.load(out / "README.md")

@@ -4,10 +4,11 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import assert_config_is_what_ran
 from transformers import AutoTokenizer
 
 from rlhf.corpus import load_text_corpus
-from rlhf.tokenizer import SPECIAL_TOKENS, TokenizerArguments, bytes_per_token, cli, main, train_tokenizer
+from rlhf.tokenizer import SPECIAL_TOKENS, TokenizerArguments, bytes_per_token, main, train_tokenizer
 
 CORPUS = Path(__file__).parent / "_fixtures" / "tiny_corpus.jsonl"
 TEXTS = [json.loads(line)["text"] for line in CORPUS.read_text().splitlines()]
@@ -63,7 +64,8 @@ def test_chat_template(tokenizer):
 
 def test_stage_saves_a_directory_autotokenizer_loads(tmp_path):
     out = tmp_path / "tok"
-    metrics = cli(["--dataset_name", str(CORPUS), "--vocab_size", "400", "--output_dir", str(out)])
+    args = TokenizerArguments(dataset_name=str(CORPUS), vocab_size=400, output_dir=str(out))
+    metrics = main(args)
     reloaded = AutoTokenizer.from_pretrained(out)
     train_texts = list(
         load_text_corpus(str(CORPUS))["train"]["text"]
@@ -77,7 +79,8 @@ def test_stage_saves_a_directory_autotokenizer_loads(tmp_path):
     text = "Hiro works as a miner."
     assert reloaded.decode(reloaded(text)["input_ids"]) == text
     assert metrics["vocab_size"] == len(reloaded) and metrics["bytes_per_token"] > 2.5
-    assert (out / "metrics.json").is_file() and (out / "config.yaml").is_file()
+    assert (out / "metrics.json").is_file()
+    assert assert_config_is_what_ran(out, [args], (TokenizerArguments,))["vocab_size"] == 400
     # a finished run is never overwritten by accident
     with pytest.raises(Exception, match="already holds a finished run"):
         main(TokenizerArguments(dataset_name=str(CORPUS), vocab_size=400, output_dir=str(out)))
