@@ -16,6 +16,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "sft": ("rlhf.sft", "supervised fine-tuning with TRL's SFTTrainer + LoRA"),
     "reward": ("rlhf.reward", "train a reward model with TRL's RewardTrainer + LoRA"),
     "ppo": ("rlhf.ppo", "optimise the policy against the reward model (PPO, RLOO or GRPO)"),
+    "dpo": ("rlhf.dpo", "optimise the policy on preference pairs directly with TRL's DPOTrainer + LoRA"),
     "quickstart": ("rlhf.quickstart", "run the whole built-in recipe end to end"),
     "moderation-train": ("rlhf.moderation.train", "fine-tune a moderation classifier"),
     "moderation-eval": ("rlhf.moderation.evaluate", "evaluate a moderator on labelled data"),

@@ -12,6 +12,7 @@ adapter off (``reference=None``).
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 
@@ -39,7 +40,7 @@ class PolicyEvalArguments:
         eval_prompts (`int`, *optional*, defaults to `200`):
             Held-out prompts answered by the SFT and the trained policy after training (0: skip the comparison).
         eval_max_new_tokens (`int` or `None`, *optional*, defaults to `None`):
-            Longest answer in that evaluation (`None`: the stage's response length).
+            Longest answer in that evaluation (`None`: the RL algorithm's response length; 48 tokens for DPO).
         eval_generation_batch_size (`int`, *optional*, defaults to `64`):
             Prompts per `generate` call in that evaluation.
         eval_do_sample (`bool`, *optional*, defaults to `False`):
@@ -76,6 +77,15 @@ def sft_reference(policy, model_name_or_path: str, dtype=None):
     if hasattr(policy, "disable_adapter"):
         return None
     return load_causal_lm(model_name_or_path, dtype=dtype)
+
+
+def unique_prompts(dataset):
+    """The rows of ``dataset`` with a prompt not seen in an earlier row (preference data can hold several pairs
+    per prompt; each prompt is answered once)."""
+    first: dict[str, int] = {}
+    for i, prompt in enumerate(dataset["prompt"]):
+        first.setdefault(json.dumps(prompt, sort_keys=True), i)
+    return dataset.select(sorted(first.values()))
 
 
 def _responses(

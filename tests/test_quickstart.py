@@ -17,6 +17,7 @@ SMALLER = {
     "pretrain": {"max_steps": 350, "eval_steps": 175, "save_steps": 1000},
     "reward": {"max_steps": 150},
     "ppo": {"total_episodes": 1024},
+    "dpo": {"max_steps": 50},
     "moderation-train": {"num_train_epochs": 4},
 }
 
@@ -37,7 +38,7 @@ def write_smaller_recipe(directory: Path) -> Path:
 def quickstart_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("quickstart")
     recipe = write_smaller_recipe(root / "recipe")
-    report = main(QuickstartArguments(output_dir=str(root / "run"), config_dir=str(recipe)))
+    report = main(QuickstartArguments(output_dir=str(root / "run"), config_dir=str(recipe), with_dpo=True))
     return root / "run", report
 
 
@@ -50,11 +51,20 @@ def test_every_stage_moves_its_gold_metric_the_right_way(quickstart_run):
     assert m["reward"]["pairwise_accuracy"] > 0.75
     assert m["ppo"]["gold_reward_policy"] > m["ppo"]["gold_reward_sft"]
     assert m["ppo"]["kl_to_sft"] > 0
+    # DPO answers the prompts PPO answers, and its SFT answers are PPO's (same model, seed and batches)
+    assert m["dpo"]["gold_reward_sft"] == m["ppo"]["gold_reward_sft"] and m["dpo"]["eval_prompts"] == 192
+    assert (
+        m["dpo"]["gold_reward_gain_ci_low"]
+        <= m["dpo"]["gold_reward_gain"]
+        <= m["dpo"]["gold_reward_gain_ci_high"]
+    )
+    assert m["dpo"]["eval_reward_accuracy"] > 0.6 and m["dpo"]["kl_to_sft"] > 0
+    assert [r["metric"] for r in report["rows"] if r["stage"] == "dpo"][2] == "gain (DPO - SFT)"
     assert m["moderation-train"]["f1"] > 0.8
     assert m["pipeline"]["unsafe_blocked_rate"] > 0.8 and m["pipeline"]["safe_answered_rate"] > 0.8
     on_disk = json.loads((run_dir / "report.json").read_text())
     assert [r["key"] for r in on_disk["rows"]] == [r["key"] for r in report["rows"]]
-    for stage in ("tokenizer", "pretrain", "sft", "reward", "ppo", "moderation-train"):
+    for stage in ("tokenizer", "pretrain", "sft", "reward", "ppo", "dpo", "moderation-train"):
         assert (run_dir / stage / "metrics.json").is_file()
         assert (run_dir / stage / "config.yaml").is_file()
 
@@ -63,9 +73,9 @@ def test_every_stage_moves_its_gold_metric_the_right_way(quickstart_run):
 def test_a_second_run_skips_finished_stages(quickstart_run, capsys):
     run_dir, report = quickstart_run
     recipe = run_dir.parent / "recipe"
-    again = main(QuickstartArguments(output_dir=str(run_dir), config_dir=str(recipe)))
+    again = main(QuickstartArguments(output_dir=str(run_dir), config_dir=str(recipe), with_dpo=True))
     out = capsys.readouterr().out
-    assert out.count("skipping") == 6
+    assert out.count("skipping") == 7
     assert again["metrics"]["ppo"] == report["metrics"]["ppo"]
     assert all(seconds == 0.0 for seconds in again["seconds"].values())
 
@@ -81,7 +91,7 @@ def test_a_partial_run_reports_its_stages_and_skips_the_pipeline(tmp_path, capsy
 
 
 def test_eval_split_reaches_the_stages_that_evaluate_on_a_held_out_split(tmp_path):
-    for stage in ("sft", "reward", "ppo"):
+    for stage in ("sft", "reward", "ppo", "dpo"):
         argv = stage_argv(RECIPE / f"{stage}.yaml", str(tmp_path), False, "blind")
         assert argv[argv.index("--dataset_test_split") + 1] == "blind"
         assert "--dataset_test_split" not in stage_argv(RECIPE / f"{stage}.yaml", str(tmp_path), False)
@@ -90,3 +100,9 @@ def test_eval_split_reaches_the_stages_that_evaluate_on_a_held_out_split(tmp_pat
     assert "--fact_split" not in stage_argv(RECIPE / "tokenizer.yaml", str(tmp_path), False, "blind")
     with pytest.raises(ConfigError, match="eval_split"):
         QuickstartArguments(eval_split="tset")
+
+
+def test_with_dpo_runs_dpo_right_after_the_rl_stage():
+    assert QuickstartArguments(with_dpo=True).stages[4:6] == ["ppo", "dpo"]
+    assert "dpo" not in QuickstartArguments().stages  # the default quickstart's time stays as it was
+    assert QuickstartArguments(stages=["sft"], with_dpo=True).stages == ["sft", "dpo"]
