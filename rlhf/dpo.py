@@ -18,14 +18,14 @@ margin and the held-out loss. The run directory gets the adapter, ``merged/``, `
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
 import trl
 from trl import ModelConfig, get_peft_config
 
-from rlhf.config import ConfigError, run_cli
-from rlhf.models import count_parameters, load_reward_model, save_merged
+from rlhf import stages
+from rlhf.config import run_cli
+from rlhf.models import load_reward_model, save_merged
 from rlhf.policy_eval import (
     PolicyEvalArguments,
     compare_policies,
@@ -34,11 +34,10 @@ from rlhf.policy_eval import (
     write_comparison,
 )
 from rlhf.runs import plot_curves, stage_run
-from rlhf.stages import AutoBF16, StageArguments, curves, stage_causal_lm, stage_tokenizer, trainer_metrics
 
 
 @dataclass
-class DPOScriptArguments(PolicyEvalArguments, StageArguments):
+class DPOScriptArguments(PolicyEvalArguments, stages.StageArguments):
     """
     Arguments of the DPO stage besides TRL's `DPOConfig` and `ModelConfig` (plus those of
     `rlhf.stages.StageArguments` and of `rlhf.policy_eval.PolicyEvalArguments`; the data is preference pairs).
@@ -55,10 +54,8 @@ class DPOScriptArguments(PolicyEvalArguments, StageArguments):
 
 
 @dataclass
-class DPOConfig(AutoBF16, trl.DPOConfig):
-    chat_template_path: str | None = field(
-        default=None, metadata={"help": "A .jinja chat template, or a tokenizer whose template to use."}
-    )
+class DPOConfig(stages.AutoBF16, trl.DPOConfig):
+    chat_template_path: str | None = field(default=None, metadata={"help": stages.CHAT_TEMPLATE_HELP})
 
 
 # Implicit rewards the DPO trainer logs (beta x log-probability ratio to the reference, nats).
@@ -68,31 +65,15 @@ REWARD_CURVES = {"rewards/chosen": "chosen", "rewards/rejected": "rejected", "re
 def main(script_args: DPOScriptArguments, training_args: DPOConfig, model_args: ModelConfig) -> dict:
     """Train the policy with DPO, save the adapter and the merged model, compare it with the SFT policy;
     returns the metrics written to metrics.json."""
-    wall_start = time.perf_counter()
-    if not model_args.model_name_or_path:
-        raise ConfigError("set model_name_or_path (normally the SFT stage's merged/ directory)")
     with stage_run("dpo", script_args, training_args, model_args) as run:
-        tokenizer = stage_tokenizer(script_args, training_args, model_args)
-        data = script_args.load("preference", training_args.seed)
-        if run.is_main_process:
-            script_args.save_split(
-                run.output_dir
-            )  # a carved split: later stages and reruns read the same rows
+        tokenizer, data = stages.load_inputs(run, script_args, training_args, model_args, "preference")
         trainer = trl.DPOTrainer(
-            stage_causal_lm(script_args, training_args, model_args), args=training_args,
+            stages.causal_lm(script_args, training_args, model_args), args=training_args,
             train_dataset=data["train"], eval_dataset=data["test"], processing_class=tokenizer,
             peft_config=get_peft_config(model_args),  # ref_model None: the reference is the adapter switched off
         )  # fmt: skip
         run.write_config()
-        parameters = count_parameters(trainer.model)
-        run.state.print(
-            f"dpo: {len(data['train'])} train / {len(data['test'])} held-out pairs; "
-            f"{parameters[0]:,} of {parameters[1]:,} parameters trainable"
-        )
-        train_result = trainer.train()
-        held_out = trainer.evaluate()
-        trainer.save_model(str(run.output_dir))
-        metrics = trainer_metrics(trainer, train_result, parameters)
+        metrics, held_out = stages.train_and_save(trainer, run)
         metrics.update(
             eval_loss=held_out["eval_loss"], eval_pairs=len(data["test"]), **script_args.data_metrics(),
             eval_reward_accuracy=held_out["eval_rewards/accuracies"],  # implicit reward, held-out pairs
@@ -112,15 +93,15 @@ def main(script_args: DPOScriptArguments, training_args: DPOConfig, model_args: 
                 unique_prompts(data["test"]), script_args, seed=training_args.seed, reward_model=reward_model or None,
                 max_new_tokens=script_args.eval_max_new_tokens or 48, name="dpo",
             )  # fmt: skip
-            metrics.update(compared, wall_time_s=time.perf_counter() - wall_start)
+            metrics.update(compared)
             log = trainer.state.log_history
             plot_curves(
-                run.output_dir / "loss.png", curves(log, {"loss": "train", "eval_loss": "held-out"}),
+                run.output_dir / "loss.png", stages.curves(log, {"loss": "train", "eval_loss": "held-out"}),
                 title="DPO loss (-log sigmoid of the implicit reward margin)", ylabel="loss",
             )  # fmt: skip
             plot_curves(
-                run.output_dir / "rewards.png", curves(log, REWARD_CURVES), title="DPO implicit rewards (train)",
-                ylabel="beta x log(pi / pi_ref), nats",
+                run.output_dir / "rewards.png", stages.curves(log, REWARD_CURVES),
+                title="DPO implicit rewards (train)", ylabel="beta x log(pi / pi_ref), nats",
             )  # fmt: skip
             table = write_comparison(
                 run.output_dir, samples, script_args, "dpo", script_args.card_samples, "DPO"

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from transformers import set_seed
 from trl import ModelConfig
 
+from rlhf import stages
 from rlhf.config import ConfigError, load_yaml_config, run_cli
 from rlhf.models import save_merged
 from rlhf.policy_eval import PolicyEvalArguments, compare_policies, sft_reference, write_comparison
@@ -46,13 +47,12 @@ from rlhf.rl_trainers import (  # noqa: F401  (RLOOConfig, GRPOConfig: imported 
 )
 from rlhf.runs import plot_curves, stage_run
 from rlhf.shared_base import count_policy_parameters, load_rl_models, policy_adapter_only
-from rlhf.stages import StageArguments, curves, stage_tokenizer, trainer_metrics
 
 ALGORITHMS = ("ppo", "rloo", "grpo")
 
 
 @dataclass
-class RLScriptArguments(PolicyEvalArguments, StageArguments):
+class RLScriptArguments(PolicyEvalArguments, stages.StageArguments):
     """
     Arguments of the RL stage besides the algorithm's TRL config and `ModelConfig` (plus those of
     `rlhf.stages.StageArguments` and of `rlhf.policy_eval.PolicyEvalArguments`, the comparison with the SFT
@@ -89,16 +89,15 @@ TRAINING_CURVES = {
 
 def main(script_args: RLScriptArguments, training_args, model_args: ModelConfig) -> dict:
     """Run the RL algorithm, save the policy, compare it with the SFT policy; returns metrics.json's content."""
-    wall_start = time.perf_counter()
     algorithm = script_args.algorithm
     if not isinstance(training_args, CONFIGS[algorithm]):
         raise ConfigError(f"algorithm '{algorithm}' needs a {CONFIGS[algorithm].__name__}")
-    if not model_args.model_name_or_path:
-        raise ConfigError("set model_name_or_path (the SFT stage's merged/ directory)")
     reward_model_path(training_args)  # fails now, not after the data is loaded
     with stage_run("ppo", script_args, training_args, model_args) as run:
-        tokenizer = stage_tokenizer(script_args, training_args, model_args, padding_side="left")  # generation
-        data = script_args.load("prompts", training_args.seed)
+        # prompts are batched for generation: padded on the left
+        tokenizer, data = stages.load_inputs(
+            run, script_args, training_args, model_args, "prompts", padding_side="left"
+        )
         set_seed(training_args.seed)
         models = load_rl_models(script_args, training_args, model_args, tokenizer)
         run.state.print(f"{algorithm}: {models.note}")
@@ -115,7 +114,7 @@ def main(script_args: RLScriptArguments, training_args, model_args: ModelConfig)
         trainer.train()
         with policy_adapter_only(policy):
             trainer.save_model(str(run.output_dir))  # the policy's adapter and the tokenizer
-        metrics = {"algorithm": algorithm, **trainer_metrics(trainer, parameters=parameters)}
+        metrics = {"algorithm": algorithm, **stages.trainer_metrics(trainer, parameters=parameters)}
         metrics.update(train_runtime_s=time.perf_counter() - train_start, shared_base=models.shared)
         if run.is_main_process:
             if script_args.save_merged:
@@ -125,14 +124,14 @@ def main(script_args: RLScriptArguments, training_args, model_args: ModelConfig)
                 data["test"], script_args, seed=training_args.seed, reward_model=models.reward_model,
                 max_new_tokens=script_args.eval_max_new_tokens or response_length(training_args),
             )  # fmt: skip
-            metrics.update(compared, wall_time_s=time.perf_counter() - wall_start)
+            metrics.update(compared)
             log, (reward_keys, kl_keys) = trainer.state.log_history, TRAINING_CURVES[algorithm]
             plot_curves(
-                run.output_dir / "reward.png", curves(log, reward_keys), title=f"{algorithm}: reward of rollouts",
-                ylabel="reward-model score",
+                run.output_dir / "reward.png", stages.curves(log, reward_keys),
+                title=f"{algorithm}: reward of rollouts", ylabel="reward-model score",
             )  # fmt: skip
             plot_curves(
-                run.output_dir / "kl.png", curves(log, kl_keys), title=f"{algorithm}: KL to the SFT policy",
+                run.output_dir / "kl.png", stages.curves(log, kl_keys), title=f"{algorithm}: KL to the SFT policy",
                 ylabel="KL (nats per response)" if algorithm == "ppo" else "KL (nats per token)",
             )  # fmt: skip
             table = write_comparison(

@@ -15,15 +15,15 @@ tau-b between the model's and the gold judge's order of every answer style of a 
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
 import trl
 from transformers import set_seed
 from trl import ModelConfig, get_peft_config
 
-from rlhf.config import ConfigError, run_cli
-from rlhf.models import count_parameters, load_reward_model, save_merged
+from rlhf import stages
+from rlhf.config import run_cli
+from rlhf.models import load_reward_model, save_merged
 from rlhf.preference_eval import (
     evaluate_pairs,
     fit_pairs,
@@ -32,14 +32,13 @@ from rlhf.preference_eval import (
     write_pair_outputs,
 )
 from rlhf.runs import stage_run
-from rlhf.stages import AutoBF16, StageArguments, last_logged, stage_tokenizer, trainer_metrics
 
 
 @dataclass
-class RewardScriptArguments(StageArguments):
+class RewardScriptArguments(stages.StageArguments):
     """
-    Arguments of the reward stage besides TRL's `RewardConfig` and `ModelConfig` (plus those of
-    `rlhf.stages.StageArguments`: dataset, tokenizer, model card, merged model, overwriting).
+    What the reward stage adds to TRL's `RewardConfig`, `ModelConfig` and `rlhf.stages.StageArguments` (the
+    dataset, tokenizer, model card, merged model and overwriting): how the held-out pairs are scored.
 
     Args:
         eval_pairs (`int` or `None`, *optional*, defaults to `None`):
@@ -64,7 +63,7 @@ class RewardScriptArguments(StageArguments):
 
 
 @dataclass
-class RewardConfig(AutoBF16, trl.RewardConfig):
+class RewardConfig(stages.AutoBF16, trl.RewardConfig):
     pass
 
 
@@ -81,19 +80,10 @@ def reward_peft_config(model_args: ModelConfig):
 
 def main(script_args: RewardScriptArguments, training_args: RewardConfig, model_args: ModelConfig) -> dict:
     """Train the reward model, save the adapter and the merged model, evaluate; returns metrics.json's content."""
-    wall_start = time.perf_counter()
-    if not model_args.model_name_or_path:
-        raise ConfigError("set model_name_or_path (normally the SFT stage's merged/ directory)")
     with stage_run("reward", script_args, training_args, model_args) as run:
-        tokenizer = stage_tokenizer(script_args, training_args, model_args)
-        data = script_args.load("preference", training_args.seed)
-        if run.is_main_process:
-            script_args.save_split(
-                run.output_dir
-            )  # a carved split: later stages and reruns read the same rows
-        with (
-            run.state.main_process_first()
-        ):  # too-long pairs lose prompt tokens from the left; TRL then drops none
+        tokenizer, data = stages.load_inputs(run, script_args, training_args, model_args, "preference")
+        # too-long pairs lose prompt tokens from the left, so TRL drops none
+        with run.state.main_process_first():
             train, fit = fit_pairs(
                 tokenize_pairs(data["train"], tokenizer), training_args.max_length, "train"
             )
@@ -111,18 +101,11 @@ def main(script_args: RewardScriptArguments, training_args: RewardConfig, model_
             processing_class=tokenizer, peft_config=reward_peft_config(model_args),
         )  # fmt: skip
         run.write_config()  # after reward_peft_config: lora_task_type is SEQ_CLS
-        parameters = count_parameters(trainer.model)
-        trainer.accelerator.print(
-            f"reward: {len(train)} train / {len(test)} held-out pairs; "
-            f"{parameters[0]:,} of {parameters[1]:,} parameters trainable"
-        )
-        train_result = trainer.train()
-        trainer.save_model(str(run.output_dir))
-        metrics = trainer_metrics(trainer, train_result, parameters)
+        metrics, _ = stages.train_and_save(trainer, run, evaluate=False)  # held-out pairs are scored below
         metrics.update(
-            train_accuracy=last_logged(trainer.state.log_history, "accuracy"),
-            **fit, **fit_test, **script_args.data_metrics(), eval_split=script_args.dataset_test_split,
-        )  # fmt: skip
+            train_accuracy=stages.last_logged(trainer.state.log_history, "accuracy"), **fit, **fit_test
+        )
+        metrics.update(script_args.data_metrics(), eval_split=script_args.dataset_test_split)
         if run.is_main_process:
             # without accelerate's mixed-precision forward: scores in the saved model's own precision
             model = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
@@ -132,7 +115,7 @@ def main(script_args: RewardScriptArguments, training_args: RewardConfig, model_
             held_out.update(
                 held_out_report(rows, test, tokenizer, script_args, model_args, training_args.seed)
             )
-            metrics.update(held_out, wall_time_s=time.perf_counter() - wall_start)
+            metrics.update(held_out)
             log = trainer.state.log_history
             table = write_pair_outputs(run.output_dir, rows, metrics, log, script_args.card_samples)
             run.finish(

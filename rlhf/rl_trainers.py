@@ -24,15 +24,13 @@ from rlhf.config import ConfigError
 from rlhf.evaluation import prompt_ids, score_sequences
 from rlhf.models import load_causal_lm
 from rlhf.shared_base import RLModels
-from rlhf.stages import AutoBF16
-
-_TEMPLATE_HELP = "A .jinja chat template, or a tokenizer whose template to use."
+from rlhf.stages import CHAT_TEMPLATE_HELP, AutoBF16
 
 
 @dataclass
 class PPOConfig(AutoBF16, TRLPPOConfig):
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow custom model code from the Hub."})
-    chat_template_path: str | None = field(default=None, metadata={"help": _TEMPLATE_HELP})
+    chat_template_path: str | None = field(default=None, metadata={"help": CHAT_TEMPLATE_HELP})
     # TRL's defaults name a Hub model (EleutherAI/pythia-160m): a missing path must stop the stage instead, and
     # the stage sets sft_model_path to model_name_or_path (the policy it trains), so config.yaml says so
     reward_model_path: str | None = field(
@@ -48,7 +46,7 @@ class RLOOConfig(AutoBF16, trl.RLOOConfig):
     reward_model_path: str | None = field(
         default=None, metadata={"help": "The reward model (a directory or Hub id)."}
     )
-    chat_template_path: str | None = field(default=None, metadata={"help": _TEMPLATE_HELP})
+    chat_template_path: str | None = field(default=None, metadata={"help": CHAT_TEMPLATE_HELP})
 
     def __post_init__(self):
         _settle_generation_batch(self, super().__post_init__)
@@ -59,7 +57,7 @@ class GRPOConfig(AutoBF16, trl.GRPOConfig):
     reward_model_path: str | None = field(
         default=None, metadata={"help": "The reward model (a directory or Hub id)."}
     )
-    chat_template_path: str | None = field(default=None, metadata={"help": _TEMPLATE_HELP})
+    chat_template_path: str | None = field(default=None, metadata={"help": CHAT_TEMPLATE_HELP})
 
     def __post_init__(self):
         _settle_generation_batch(self, super().__post_init__)

@@ -23,6 +23,7 @@ import json
 import logging
 import math
 import os
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -45,15 +46,17 @@ def is_complete(output_dir: str | os.PathLike) -> bool:
     return (Path(output_dir) / METRICS_FILE).is_file()
 
 
-def prepare_output_dir(output_dir: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Create ``output_dir``, refusing one that already holds a finished run unless ``overwrite``."""
+def prepare_output_dir(output_dir: str | os.PathLike, overwrite: bool = False, create: bool = True) -> Path:
+    """Create ``output_dir`` (unless ``create`` is false), refusing one that already holds a finished run unless
+    ``overwrite``."""
     path = Path(output_dir)
     if is_complete(path) and not overwrite:
         raise RunDirError(
             f"output_dir '{path}' already holds a finished run ({path / METRICS_FILE}); "
             "choose another output_dir, or pass --overwrite_output_dir true to replace it"
         )
-    path.mkdir(parents=True, exist_ok=True)
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
     return path
 
 
@@ -191,7 +194,8 @@ class Run:
 
     Attributes:
         stage: the stage's name (the model card's tag).
-        output_dir: the run directory (created; a finished run in it was refused unless overwriting).
+        output_dir: the run directory (a finished run in it was refused unless overwriting; created by
+            `write_config`).
         configs: the stage's config dataclasses, in the order ``--config`` reads them.
         state: accelerate's ``PartialState`` (``state.main_process_first()``, ``state.print``).
         is_main_process: whether this process writes (under ``accelerate launch``, only one does).
@@ -201,9 +205,10 @@ class Run:
     def __init__(self, stage: str, configs: Sequence[Any], state):
         self.stage, self.configs, self.state = stage, tuple(configs), state
         self.is_main_process = state.is_main_process
-        self.output_dir = prepare_output_dir(
-            _setting(configs, "output_dir"), bool(_setting(configs, "overwrite_output_dir", False))
-        )
+        self.started = time.perf_counter()
+        overwrite = bool(_setting(configs, "overwrite_output_dir", False))
+        # created when the run writes its config (or data): a user's mistake before that leaves nothing behind
+        self.output_dir = prepare_output_dir(_setting(configs, "output_dir"), overwrite, create=False)
         self.training_args = next((c for c in configs if hasattr(c, "push_to_hub")), None)
         self.push_to_hub = bool(self.training_args and self.training_args.push_to_hub)
         self.config: dict[str, Any] | None = None
@@ -223,15 +228,17 @@ class Run:
         self.config = self.resolved_config()
         path = self.output_dir / "config.yaml"
         if self.is_main_process:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
             (self.output_dir / METRICS_FILE).unlink(missing_ok=True)
             path.write_text(yaml.safe_dump(self.config, sort_keys=False))
         return path
 
     def finish(
-        self, metrics: Mapping[str, Any], *, description: str, tags: Sequence[str] = (), **card: Any
+        self, metrics: dict[str, Any], *, description: str, tags: Sequence[str] = (), **card: Any
     ) -> dict[str, Any]:
         """Main process, after the stage's plots and samples: the model card, ``metrics.json`` last (the run is
-        finished), then one Hub push of the finished directory when the config asked for it.
+        finished), then one Hub push of the finished directory when the config asked for it. ``metrics`` gets
+        ``wall_time_s`` (seconds since the run started) unless the stage measured it.
 
         ``card`` overrides what the card's metadata takes from the configs: ``base_model``
         (``model_name_or_path``), ``datasets`` (``dataset_name`` when a Hub id), ``library_name`` (``peft``
@@ -239,6 +246,7 @@ class Run:
         """
         if self.config is None:
             raise RuntimeError(f"{self.stage}: write_config() must come before finish()")
+        metrics.setdefault("wall_time_s", time.perf_counter() - self.started)
         adapter = (self.output_dir / "adapter_config.json").is_file()
         write_model_card(
             self.output_dir,

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 import trl
 from trl import ModelConfig, get_peft_config
 
-from rlhf.config import ConfigError, run_cli
+from rlhf import stages
+from rlhf.config import run_cli
 from rlhf.evaluation import (
     builtin_judge,
     generate_answers,
@@ -30,16 +31,15 @@ from rlhf.evaluation import (
     prompt_text,
     write_jsonl,
 )
-from rlhf.models import count_parameters, save_merged
+from rlhf.models import save_merged
 from rlhf.runs import plot_curves, stage_run
-from rlhf.stages import AutoBF16, StageArguments, curves, stage_causal_lm, stage_tokenizer, trainer_metrics
 
 
 @dataclass
-class SFTScriptArguments(StageArguments):
+class SFTScriptArguments(stages.StageArguments):
     """
-    Arguments of the SFT stage besides TRL's `SFTConfig` and `ModelConfig` (plus those of
-    `rlhf.stages.StageArguments`: dataset, tokenizer, model card, merged model, overwriting).
+    The SFT stage's own arguments: how it evaluates. The others are TRL's `SFTConfig` and `ModelConfig` and
+    `rlhf.stages.StageArguments` (dataset, tokenizer, model card, merged model, overwriting).
 
     Args:
         eval_rows (`int` or `None`, *optional*, defaults to `None`):
@@ -63,21 +63,17 @@ class SFTScriptArguments(StageArguments):
 
 
 @dataclass
-class SFTConfig(AutoBF16, trl.SFTConfig):
+class SFTConfig(stages.AutoBF16, trl.SFTConfig):
     pass
 
 
 def main(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: ModelConfig) -> dict:
     """Fine-tune, save the adapter and the merged model, evaluate; returns the metrics written to metrics.json."""
-    wall_start = time.perf_counter()
-    if not model_args.model_name_or_path:
-        raise ConfigError("set model_name_or_path (the pretrained model to fine-tune)")
     with stage_run("sft", script_args, training_args, model_args) as run:
         # Everything that can fail on a user's input fails here, before the run directory gets its config.
-        tokenizer = stage_tokenizer(script_args, training_args, model_args)
-        data = script_args.load("sft", training_args.seed)
+        tokenizer, data = stages.load_inputs(run, script_args, training_args, model_args, "sft")
         trainer = trl.SFTTrainer(
-            model=stage_causal_lm(script_args, training_args, model_args),
+            model=stages.causal_lm(script_args, training_args, model_args),
             args=training_args,
             train_dataset=data["train"],
             eval_dataset=_head(data["test"], script_args.eval_rows),
@@ -85,18 +81,10 @@ def main(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: 
             peft_config=get_peft_config(model_args),
         )
         run.write_config()
-        parameters = count_parameters(trainer.model)
-        trainer.accelerator.print(
-            f"sft: {len(data['train'])} train / {len(data['test'])} held-out rows; "
-            f"{parameters[0]:,} of {parameters[1]:,} parameters trainable"
-        )
-        train_result = trainer.train()
-        eval_metrics = trainer.evaluate()
-        trainer.save_model(str(run.output_dir))  # the adapter (or the full model without LoRA), the tokenizer
-        metrics = trainer_metrics(trainer, train_result, parameters)
+        metrics, held_out = stages.train_and_save(trainer, run)
         metrics.update(
-            eval_loss=eval_metrics.get("eval_loss"),
-            eval_mean_token_accuracy=eval_metrics.get("eval_mean_token_accuracy"),
+            eval_loss=held_out.get("eval_loss"),
+            eval_mean_token_accuracy=held_out.get("eval_mean_token_accuracy"),
         )
         if run.is_main_process:
             model, tokenizer = trainer.model, trainer.processing_class
@@ -105,7 +93,7 @@ def main(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: 
             if script_args.save_merged:
                 save_merged(model, tokenizer, run.output_dir / "merged")
             samples, gold = evaluate_answers(model, tokenizer, data["test"], script_args, training_args.seed)
-            metrics.update(gold, wall_time_s=time.perf_counter() - wall_start)
+            metrics.update(gold)
             log = trainer.state.log_history
             description = write_outputs(run.output_dir, script_args, model_args, samples, log)
             run.finish(metrics, description=description, tags=["trl", "sft"])
@@ -152,7 +140,7 @@ def write_outputs(output_dir, script_args, model_args, samples: list[dict], log_
     """Loss plot and samples; returns the model card's description."""
     plot_curves(
         output_dir / "loss.png",
-        curves(log_history, {"loss": "train", "eval_loss": "held-out"}),
+        stages.curves(log_history, {"loss": "train", "eval_loss": "held-out"}),
         title="SFT loss (completion tokens)",
         ylabel="loss (nats/token)",
     )

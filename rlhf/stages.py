@@ -9,8 +9,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from rlhf.config import ConfigError
 from rlhf.datasets import DatasetArguments
-from rlhf.models import auto_precision, load_causal_lm, load_tokenizer
+from rlhf.models import auto_precision, count_parameters, load_causal_lm, load_tokenizer
 from rlhf.runs import reset_accelerate_state  # noqa: F401  (imported from here by tests and notebooks)
 
 
@@ -46,6 +47,9 @@ class StageArguments(DatasetArguments):
     )
 
 
+CHAT_TEMPLATE_HELP = "A .jinja chat template, or a tokenizer whose template to use."
+
+
 @dataclass
 class AutoBF16:
     """Put first among the bases of a TRL config (``class SFTConfig(AutoBF16, trl.SFTConfig)``): ``bf16`` left
@@ -75,7 +79,7 @@ class AutoBF16:
         super().__post_init__()
 
 
-def stage_tokenizer(script_args: StageArguments, training_args, model_args, **kwargs):
+def tokenizer(script_args: StageArguments, training_args, model_args, **kwargs):
     """The tokenizer a stage's arguments name (``tokenizer_name_or_path``, else the model's), with a chat template."""
     return load_tokenizer(
         script_args.tokenizer_name_or_path or model_args.model_name_or_path,
@@ -87,7 +91,7 @@ def stage_tokenizer(script_args: StageArguments, training_args, model_args, **kw
     )
 
 
-def stage_causal_lm(script_args: StageArguments, training_args, model_args):
+def causal_lm(script_args: StageArguments, training_args, model_args):
     """The causal LM ``model_name_or_path`` names, loaded as `ModelConfig` says (dtype, revision, attention)."""
     return load_causal_lm(
         model_args.model_name_or_path,
@@ -97,6 +101,41 @@ def stage_causal_lm(script_args: StageArguments, training_args, model_args):
         revision=model_args.model_revision,
         attn_implementation=model_args.attn_implementation,
     )
+
+
+def load_inputs(run, script_args: StageArguments, training_args, model_args, kind: str, **tokenizer_kwargs):
+    """What a fine-tuning stage reads before it builds its trainer: ``(tokenizer, data)``, the tokenizer with a
+    chat template and the ``train``/``test`` data of ``kind`` (`rlhf.datasets.DatasetArguments.load`).
+
+    A user's mistake here (no model, a missing column, no chat template) stops the run before it writes
+    anything. A held-out split carved here is saved into the run (``split/``, ``split.json``), so later stages
+    and reruns read the same rows.
+    """
+    if not model_args.model_name_or_path:
+        raise ConfigError(
+            "set model_name_or_path (the model this stage starts from: a Hub id, a directory such as the "
+            "previous stage's merged/, or a .gguf file)"
+        )
+    loaded = tokenizer(script_args, training_args, model_args, **tokenizer_kwargs)
+    data = script_args.load(kind, training_args.seed)
+    if run.is_main_process:
+        script_args.save_split(run.output_dir)
+    return loaded, data
+
+
+def train_and_save(trainer, run, evaluate: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Train a Trainer-based stage's model, score its held-out set (``evaluate``), save the model (the adapter,
+    or the full model without LoRA) and the tokenizer into the run; returns (`trainer_metrics`, held-out
+    metrics)."""
+    parameters = count_parameters(trainer.model)
+    trainer.accelerator.print(
+        f"{run.stage}: {len(trainer.train_dataset)} train / {len(trainer.eval_dataset or [])} held-out rows; "
+        f"{parameters[0]:,} of {parameters[1]:,} parameters trainable"
+    )
+    train_result = trainer.train()
+    held_out = trainer.evaluate() if evaluate else {}
+    trainer.save_model(str(run.output_dir))
+    return trainer_metrics(trainer, train_result, parameters), held_out
 
 
 def trainer_metrics(trainer, train_result=None, parameters: tuple[int, int] | None = None) -> dict[str, Any]:

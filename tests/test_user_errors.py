@@ -43,6 +43,12 @@ def _cases(tmp):
         ("rlhf.sft", ["--config", f"{CONFIGS}/sft.yaml", "--max_steps", "ten"], ["max_steps", "ten"]),
         ("rlhf.reward", ["--config", f"{CONFIGS}/reward.yaml", "--lora_rank", "8"], ["lora_rank", "lora_r"]),
         ("rlhf.ppo", ["--config", f"{CONFIGS}/ppo.yaml", "--algorithm", "dpo"], ["algorithm"]),
+        ("rlhf.dpo", ["--config", f"{CONFIGS}/dpo.yaml", "--beta", "high"], ["beta", "high"]),
+        (
+            "rlhf.dpo",
+            ["--config", f"{CONFIGS}/dpo.yaml", "--model_name_or_path", "", "--output_dir", out],
+            ["model_name_or_path"],
+        ),
         ("rlhf.quickstart", ["--eval_split", "tset"], ["eval_split", "tset"]),
     ]
 
