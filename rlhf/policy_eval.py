@@ -176,8 +176,8 @@ def compare_policies(
     gain = "gold_reward_gain" if "gold_reward_gain" in metrics else "reward_model_gain"
     if gain in metrics:
         print(
-            f"{name}: {gain} {metrics[gain]:+.3f} (95% CI {metrics[gain + '_ci_low']:+.3f} .. "
-            f"{metrics[gain + '_ci_high']:+.3f}) over the SFT policy; KL to SFT {metrics['kl_to_sft']:.3f} nats; "
+            f"{name} vs SFT policy: {gain} {metrics[gain]:+.3f} (95% CI {metrics[gain + '_ci_low']:+.3f} .. "
+            f"{metrics[gain + '_ci_high']:+.3f}); KL to SFT {metrics['kl_to_sft']:.3f} nats; "
             f"{n} held-out prompts"
         )
     return samples, metrics

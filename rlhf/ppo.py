@@ -16,8 +16,9 @@ length, ``num_generations`` the group size). The dataclass of TRL options follow
 config file holds one algorithm's keys.
 
 After training, the SFT policy (adapter off) and the RL policy (adapter on) answer the same held-out prompts
-greedily. The stage reports both policies' mean reward-model score, and with the built-in task their mean
-gold-judge score and the gain with a paired bootstrap 95% interval; the KL of the RL policy to the SFT
+(greedy, or sampled with one seed: ``eval_do_sample``) and are compared by `rlhf.policy_eval`, as the DPO stage
+compares its policy: both policies' mean reward-model score, and with the built-in task their mean gold-judge
+score and the gain with a paired bootstrap 95% interval (facts resampled); the KL of the RL policy to the SFT
 policy on its own samples; a before/after table (model card and ``samples.jsonl``); ``reward.png`` and
 ``kl.png`` over training; the adapter and ``merged/`` (the policy for the pipeline).
 """

@@ -21,7 +21,7 @@ import yaml
 from huggingface_hub import ModelCard
 
 from rlhf.config import ConfigError
-from rlhf.runs import read_metrics, write_model_card
+from rlhf.runs import hub_datasets, read_metrics, write_model_card
 
 # Files a stage leaves that are working state, not part of a published model; folders (merged/, checkpoints,
 # split/, logs) are not published either: `--merged` publishes merged/ in place of the adapter.
@@ -108,14 +108,13 @@ def build_upload_folder(
         return folder
     stage = config.get("stage") or _guess_stage(run_dir)
     base = base_model or _base_model(model_dir, config)
-    datasets = [d for d in [config.get("dataset_name")] if d and d != "builtin" and not Path(d).exists()]
     kind = "merged model" if merged or not (model_dir / "adapter_config.json").is_file() else "LoRA adapter"
     write_model_card(
         folder,
         stage=stage,
         description=f"A {kind} from the `{stage}` stage of the rlhf recipe.",
         base_model=_hub_id_or_none(base) or base,
-        datasets=datasets,
+        datasets=hub_datasets(config.get("dataset_name")),
         metrics=read_metrics(run_dir),
         config=config,
         library_name="peft" if kind == "LoRA adapter" else "transformers",
