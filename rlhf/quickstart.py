@@ -86,6 +86,19 @@ SPLIT_ARGUMENTS = {
 # The pipeline step answers with the RL policy through the trained moderators.
 PIPELINE_NEEDS = ("ppo", "moderation-train")
 
+
+def policy_headlines(name: str) -> list[tuple[str, str, str | None]]:
+    """The report rows of a stage that trains a policy and compares it with the SFT policy (`rlhf.policy_eval`)."""
+    return [
+        ("gold_reward_sft", "gold reward, SFT policy", None),
+        ("gold_reward_policy", f"gold reward, {name} policy", None),
+        ("gold_reward_gain", f"gain ({name} - SFT)", "95% CI > 0"),
+        ("gold_reward_gain_ci_low", "gain 95% CI low", "> 0"),
+        ("gold_reward_gain_ci_high", "gain 95% CI high", None),
+        ("kl_to_sft", "mean KL to SFT policy", None),
+    ]
+
+
 # The headline numbers of each stage: (metric key in its metrics.json, label, target or None).
 HEADLINES: dict[str, list[tuple[str, str, str | None]]] = {
     "tokenizer": [("bytes_per_token", "bytes per token (validation)", None)],
@@ -99,22 +112,8 @@ HEADLINES: dict[str, list[tuple[str, str, str | None]]] = {
         ("pairwise_accuracy", "pairwise accuracy, held-out", ">= 0.9"),
         ("gold_rank_correlation", "rank correlation with the gold judge", None),
     ],
-    "ppo": [
-        ("gold_reward_sft", "gold reward, SFT policy", None),
-        ("gold_reward_policy", "gold reward, RL policy", None),
-        ("gold_reward_gain", "gain (RL - SFT)", "95% CI > 0"),
-        ("gold_reward_gain_ci_low", "gain 95% CI low", "> 0"),
-        ("gold_reward_gain_ci_high", "gain 95% CI high", None),
-        ("kl_to_sft", "mean KL to SFT policy", None),
-    ],
-    "dpo": [
-        ("gold_reward_sft", "gold reward, SFT policy", None),
-        ("gold_reward_policy", "gold reward, DPO policy", None),
-        ("gold_reward_gain", "gain (DPO - SFT)", "95% CI > 0"),
-        ("gold_reward_gain_ci_low", "gain 95% CI low", "> 0"),
-        ("gold_reward_gain_ci_high", "gain 95% CI high", None),
-        ("kl_to_sft", "mean KL to SFT policy", None),
-    ],
+    "ppo": policy_headlines("RL"),
+    "dpo": policy_headlines("DPO"),
     "moderation-train": [("f1", "classifier F1, held-out", ">= 0.9")],
     "pipeline": [
         ("unsafe_blocked_rate", "unsafe prompts blocked", ">= 0.95"),

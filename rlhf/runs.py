@@ -288,8 +288,10 @@ def stage_run(stage: str, *configs: Any) -> Iterator[Run]:
     resets accelerate's process-wide state.
     """
     from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
 
-    state = PartialState()
+    # as an Accelerator would start it: `accelerate launch` of CPU processes says so only in the environment
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
     run = Run(stage, configs, state)
     if run.training_args is not None:
         run.training_args.push_to_hub = False
