@@ -166,8 +166,9 @@ def test_choose_thresholds_exact():
         )
         for s in scores
     ]
-    assert choose_thresholds(results, examples, 0.0) == {"input": {"hate": 0.9}}
-    assert choose_thresholds(results, examples, 1 / 3) == {"input": {"hate": 0.4}}
+    # midway between the highest safe score left unflagged and the next score above it
+    assert choose_thresholds(results, examples, 0.0) == {"input": {"hate": 0.7}}
+    assert choose_thresholds(results, examples, 1 / 3) == {"input": {"hate": 0.3}}
     doc = with_thresholds(
         {"moderation": {"backend": "classifier", "classifier": {"model": "m", "thresholds": 0.5}}},
         {"input": {"hate": 0.4}},

@@ -93,7 +93,9 @@ def test_reward_model_separates_a_toy_preference_set_and_reloads(workdir, tmp_pa
     assert metrics["pairwise_accuracy"] >= 0.875  # 8 held-out pairs; chance is 0.5
     assert metrics["mean_margin"] > 1.0 and metrics["mean_margin"] > margin_before / 8 + 1.0
     assert metrics["train_loss"] < 0.5 * metrics["train_loss_first"]
-    assert metrics["eval_pairs"] == 8 and "gold_rank_correlation" not in metrics  # no gold judge for local data
+    assert (
+        metrics["eval_pairs"] == 8 and "gold_rank_correlation" not in metrics
+    )  # no gold judge for local data
     assert json.loads((out / "metrics.json").read_text())["pairwise_accuracy"] == metrics["pairwise_accuracy"]
     assert (out / "rewards.png").stat().st_size > 0 and (out / "loss.png").stat().st_size > 0
     assert "Held-out pairs" in (out / "README.md").read_text()

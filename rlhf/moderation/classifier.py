@@ -7,8 +7,8 @@ Config (the ``classifier:`` sub-mapping)::
       label_map: null        # null: labels are category ids; a table name from categories.yaml
                              # ("openai", "llama_guard", ...); or {label: category | [categories] | null}
       thresholds:            # per category and per side; lookup order: side.category, side.default,
-        default: 0.5         #   category, default
-        input: {self_harm: 0.3}
+        default: 0.5         #   category, default. Omitted: the thresholds saved with the model
+        input: {self_harm: 0.3}   # (`rlhf moderation-train` records those it chose on validation), else 0.5
         output: {default: 0.6}
       max_length: 256        # tokens per window
       stride: null           # tokens shared by consecutive windows of a long text (null: max_length/4)
@@ -210,7 +210,8 @@ class ClassifierModerator:
             model,
             tokenizer,
             label_map=label_map,
-            thresholds=config.get("thresholds"),
+            # omitted: what `rlhf moderation-train` saved with the model (chosen on its validation split)
+            thresholds=config.get("thresholds", getattr(model.config, "rlhf_thresholds", None)),
             max_length=int(config.get("max_length", 256)),
             stride=int(config["stride"]) if config.get("stride") is not None else None,
             batch_size=int(config.get("batch_size", 16)),

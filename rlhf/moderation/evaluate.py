@@ -16,8 +16,8 @@ true/false or probabilities) to category ids, e.g. in a YAML config::
 
 Prints per-category and overall precision, recall, F1, average precision (AUPRC) and the false-positive
 rate on safe items (over-refusal), per side as well. With ``target_fpr`` it picks, per side and category,
-the lowest threshold whose false-positive rate on the safe items of ``tune_split`` stays within the target,
-reports ``dataset_split`` at those thresholds (the two splits may share no text), and writes a copy of the
+a threshold whose false-positive rate on the safe items of ``tune_split`` stays within the target (midway
+between the safe scores it passes and the next score above, for a margin on new text), reports ``dataset_split`` at those thresholds (the two splits may share no text), and writes a copy of the
 moderation config with them to ``thresholds_output`` (a new file: the input config is never overwritten).
 """
 
@@ -210,7 +210,7 @@ FPR_SCOPES = ("category", "overall")
 def choose_thresholds(
     results, examples: Examples, target_fpr: float, scope: str = "category"
 ) -> dict[str, dict[str, float]]:
-    """Per side and category, the lowest threshold with FPR <= target on that side's safe items.
+    """Per side and category, a threshold with FPR <= target on that side's safe items.
 
     Positives are the items labelled with the category, negatives the safe items. ``scope="category"``:
     each category may flag ``target_fpr`` of the safe items; ``"overall"``: the target is shared evenly

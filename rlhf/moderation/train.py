@@ -109,8 +109,9 @@ class ModerationTrainArguments:
             Pretrained encoders: positives of a category weigh negatives/positives in the loss, at most this
             (1.0: unweighted).
         target_fpr (`float` or `None`, *optional*, defaults to `None`):
-            With a validation split: per category and side, the lowest threshold whose false-positive rate on
-            the validation split's safe items is at most this; served by the written moderation.yaml.
+            With a validation split: per category and side, a threshold whose false-positive rate on
+            the validation split's safe items is at most this; saved with the model (`rlhf_thresholds` in its
+            config.json, what a classifier config without `thresholds` serves) and in moderation.yaml.
         target_fpr_scope (`str`, *optional*, defaults to `"category"`):
             `category`: each category may flag `target_fpr` of the safe items; `overall`: all categories
             together (the target shared evenly among them).
@@ -492,6 +493,8 @@ def main(args: ModerationTrainArguments, model_args: ModelConfig, training_args:
             f"thresholds chosen on validation for FPR <= {args.target_fpr} ({args.target_fpr_scope}): "
             + json.dumps(chosen)
         )
+    model.config.rlhf_thresholds = thresholds  # a moderation config that names no thresholds serves these
+    model.config.save_pretrained(output_dir)
     start = time.perf_counter()
     results = run_moderator(moderator, test)
     test_seconds = time.perf_counter() - start
