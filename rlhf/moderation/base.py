@@ -17,14 +17,12 @@ earlier messages as context) and returns one :class:`ModerationResult` per item,
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 SIDES = ("input", "output")
-ACTIONS = ("allow", "block")
 BACKENDS = ("rules", "classifier", "guard", "cascade")
 
 Item = str | Sequence[Mapping[str, str]]
@@ -140,18 +138,6 @@ def make_result(
         side=side,
         details=details or {},
     )
-
-
-class Timer:
-    """``with Timer() as t: ...`` then ``t.seconds``."""
-
-    def __enter__(self) -> Timer:
-        self.start = time.perf_counter()
-        self.seconds = 0.0
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.seconds = time.perf_counter() - self.start
 
 
 def load_moderation_config(path: str | os.PathLike) -> dict[str, Any]:

@@ -267,7 +267,3 @@ def build_examples(
             )
         groups = [str(g) for g in dataset[group_column]]
     return Examples(texts, sides, prompts, labels, unsafe, categories, groups)
-
-
-def is_local(dataset_name: str) -> bool:
-    return dataset_name != "builtin" and os.path.exists(dataset_name)
