@@ -43,7 +43,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rlhf.moderation.base import ModerationResult, Moderator, build_moderator, load_moderation_config
+from rlhf.moderation.base import ModerationResult, Moderator
+from rlhf.moderation.config import load_moderation_config
+from rlhf.moderation.factory import build_moderator
 from rlhf.templates import Templates
 
 logger = logging.getLogger(__name__)

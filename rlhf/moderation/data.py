@@ -17,12 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rlhf.config import ConfigError
 from rlhf.moderation.taxonomy import BUILTIN_CATEGORIES, label_mapping
 
 FILE_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 
 
-class DatasetError(ValueError):
+class DatasetError(ConfigError):
     """A dataset or its column mapping is wrong; the message names the column and what was expected."""
 
 

@@ -34,8 +34,10 @@ from typing import Any
 import yaml
 
 from rlhf.config import ConfigError, run_cli, save_config
-from rlhf.moderation.base import ModerationConfigError, build_moderator, load_moderation_config, resolve_path
-from rlhf.moderation.data import DatasetError, Examples, build_examples, load_split, parse_label_columns
+from rlhf.moderation.base import ModerationConfigError
+from rlhf.moderation.config import load_moderation_config, parse_moderation_config, resolve_path
+from rlhf.moderation.data import Examples, build_examples, load_split, parse_label_columns
+from rlhf.moderation.factory import build_moderator
 from rlhf.moderation.metrics import threshold_for_fpr
 from rlhf.moderation.report import (
     flat_metrics,
@@ -247,6 +249,7 @@ def with_thresholds(document: dict[str, Any], chosen: dict[str, dict[str, float]
     document = copy.deepcopy(document)
     mapping = document.get("moderation", document)
     mapping.pop("_base_dir", None)
+    mapping.pop("_source", None)
     backend = mapping.get("backend", "rules")
     if backend in ("classifier", "cascade") and "classifier" in mapping:
         section = mapping["classifier"]
@@ -268,14 +271,14 @@ def with_thresholds(document: dict[str, Any], chosen: dict[str, dict[str, float]
     return document
 
 
-def _pin_model_paths(document: dict[str, Any], mapping: dict[str, Any]) -> dict[str, Any]:
+def _pin_model_paths(document: dict[str, Any], base_dir: str | None) -> dict[str, Any]:
     """Make model paths that were relative to the input config's folder absolute, so the tuned copy
     (written elsewhere) still finds them."""
     tuned = document.get("moderation", document)
     for key in ("classifier", "guard"):
         section = tuned.get(key)
         if isinstance(section, dict) and isinstance(section.get("model"), str):
-            resolved = resolve_path(section["model"], mapping)
+            resolved = resolve_path(section["model"], base_dir)
             if resolved != section["model"]:
                 section["model"] = str(Path(resolved).resolve())
     return document
@@ -308,67 +311,62 @@ def main(args: ModerationEvalArguments) -> dict[str, Any]:
     A mistake in the moderation config or the dataset's columns raises ConfigError (one line naming the
     key or column and the file) before anything is written.
     """
-    source = "inline" if args.moderation is not None else args.moderation_config
-    try:
-        if args.moderation is not None:
-            mapping, document = dict(args.moderation), {"moderation": dict(args.moderation)}
-        else:
-            mapping = load_moderation_config(args.moderation_config)
-            document = yaml.safe_load(Path(args.moderation_config).read_text()) or {}
-        if args.thresholds_output:
-            out_path = Path(args.thresholds_output)
-            if args.moderation_config and out_path.resolve() == Path(args.moderation_config).resolve():
-                raise ConfigError("thresholds_output must be a new file, not the input moderation_config")
-            if out_path.exists() and not args.overwrite_output_dir:
-                raise ConfigError(
-                    f"thresholds_output '{out_path}' already exists; choose a new file "
-                    "(or pass --overwrite_output_dir true to replace it)"
-                )
-        if args.target_fpr is not None and mapping.get("backend", "rules") == "rules":
+    if args.moderation is not None:
+        mapping, document = dict(args.moderation), {"moderation": dict(args.moderation)}
+    else:
+        mapping = load_moderation_config(args.moderation_config)
+        document = yaml.safe_load(Path(args.moderation_config).read_text()) or {}
+    config = parse_moderation_config(mapping)  # a malformed mapping stops here, before any data is read
+    source = config.source or "inline"
+    if args.thresholds_output:
+        out_path = Path(args.thresholds_output)
+        if args.moderation_config and out_path.resolve() == Path(args.moderation_config).resolve():
+            raise ConfigError("thresholds_output must be a new file, not the input moderation_config")
+        if out_path.exists() and not args.overwrite_output_dir:
             raise ConfigError(
-                f"{source}: backend 'rules' has no thresholds to tune; target_fpr needs a classifier, "
-                "guard or cascade moderator"
+                f"thresholds_output '{out_path}' already exists; choose a new file "
+                "(or pass --overwrite_output_dir true to replace it)"
             )
+    if args.target_fpr is not None and config.backend == "rules":
+        raise ConfigError(
+            f"{source}: backend 'rules' has no thresholds to tune; target_fpr needs a classifier, "
+            "guard or cascade moderator"
+        )
+    try:
         examples = load_examples(args, args.dataset_split)
         tune_examples = load_examples(args, args.tune_split) if args.target_fpr is not None else None
-        if tune_examples is not None:
-            shared = set(tune_examples.texts) & set(examples.texts)
-            if shared:
-                raise ConfigError(
-                    f"{args.dataset_name}: tune_split '{args.tune_split}' and dataset_split '{args.dataset_split}' "
-                    f"share {len(shared)} text(s), e.g. {next(iter(shared))[:60]!r}; thresholds must be chosen on "
-                    "rows that are not reported (a single file is one split: give a folder with "
-                    "validation and test files)"
-                )
-        taxonomy = mapping.get("taxonomy")
-        known = load_taxonomy(
-            resolve_path(str(taxonomy), mapping) if taxonomy not in (None, "default") else None
-        )
-        unknown = [c for c in examples.categories if c not in known]
-        if unknown:
-            raise ConfigError(
-                f"{args.dataset_name}: labels map to unknown category id(s) {unknown}; map each label column "
-                "to a category, e.g. label_columns: {toxic: hate}, or set label_mapping "
-                f"(category ids: {', '.join(known)})"
-            )
-        moderator = build_moderator(mapping)
-    except ModerationConfigError as err:
-        message = str(err)
-        raise ConfigError(message if message.startswith(str(source)) else f"{source}: {message}") from None
-    except (DatasetError, ValueError) as err:  # ValueError: an unknown label mapping or category id
+        known = load_taxonomy(config.resolve_path(config.taxonomy) if config.taxonomy else None)
+    except (
+        ValueError
+    ) as err:  # an unknown label mapping or taxonomy (a DatasetError is a ConfigError already)
         raise ConfigError(str(err).splitlines()[0]) from None
+    if tune_examples is not None:
+        shared = set(tune_examples.texts) & set(examples.texts)
+        if shared:
+            raise ConfigError(
+                f"{args.dataset_name}: tune_split '{args.tune_split}' and dataset_split '{args.dataset_split}' "
+                f"share {len(shared)} text(s), e.g. {next(iter(shared))[:60]!r}; thresholds must be chosen on "
+                "rows that are not reported (a single file is one split: give a folder with "
+                "validation and test files)"
+            )
+    unknown = [c for c in examples.categories if c not in known]
+    if unknown:
+        raise ConfigError(
+            f"{args.dataset_name}: labels map to unknown category id(s) {unknown}; map each label column "
+            "to a category, e.g. label_columns: {toxic: hate}, or set label_mapping "
+            f"(category ids: {', '.join(known)})"
+        )
+    moderator = build_moderator(config)
     output_dir = prepare_output_dir(args.output_dir, args.overwrite_output_dir) if args.output_dir else None
 
     chosen = None
     if tune_examples is not None:
         tune_results = run_moderator(moderator, tune_examples, batch_size=args.batch_size)
         chosen = choose_thresholds(tune_results, tune_examples, args.target_fpr, args.target_fpr_scope)
-        document = _pin_model_paths(with_thresholds(document, chosen), mapping)
+        document = _pin_model_paths(with_thresholds(document, chosen), config.base_dir)
         tuned = dict(document.get("moderation", document))
-        if (
-            "_base_dir" in mapping
-        ):  # relative paths (a taxonomy file) still resolve against the input's folder
-            tuned["_base_dir"] = mapping["_base_dir"]
+        # relative paths (a taxonomy file) still resolve against the input's folder
+        tuned.update(_base_dir=config.base_dir, _source=config.source)
         moderator = build_moderator(tuned)
         print(
             f"thresholds for FPR <= {args.target_fpr} ({args.target_fpr_scope}) chosen on "
