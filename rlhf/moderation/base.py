@@ -132,3 +132,19 @@ def make_result(
         side=side,
         details=details or {},
     )
+
+
+def error_result(backend: str, side: str, err: Exception, block: bool, latency_s: float) -> ModerationResult:
+    """A result standing in for a moderator that raised ``err``: flagged when failing closed (``block``),
+    with no categories; the reason names the error's type only (its message may quote the text)."""
+    return ModerationResult(
+        flagged=block,
+        action="block" if block else "allow",
+        categories={},
+        scores=None,
+        thresholds=None,
+        reason=f"moderator error ({type(err).__name__}); failing {'closed' if block else 'open'}",
+        backend=backend,
+        latency_s=latency_s,
+        side=side,
+    )
