@@ -37,10 +37,10 @@ from accelerate import Accelerator  # noqa: E402
 
 from rlhf.config import parse_args  # noqa: E402
 from rlhf.corpus import load_text_corpus  # noqa: E402
+from rlhf.precision import bf16_supported  # noqa: E402
 from rlhf.pretrain import (  # noqa: E402
     PretrainArguments,
     TrainState,
-    bf16_supported,
     build_model,
     build_optimizer,
     pack_blocks,

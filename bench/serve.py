@@ -5,8 +5,8 @@
 Two real server processes (``python -m rlhf.serve`` on 127.0.0.1, default ``stream_mode: safe``) serve the
 same model and moderation; one batches (``--max_batch_size``, default 16), the other answers one request
 per ``generate`` (``max_batch_size: 1``). ``--clients`` concurrent clients (``openai.AsyncOpenAI``, one
-task each) send requests back to back for ``--seconds`` against each server, in rounds of
-batched, single, single, batched (half the time each), so a busy neighbour slows both alike. Requests mix
+task each) send requests back to back for ``--seconds`` against each server, in ``--rounds`` paired rounds
+(batched then single, then single then batched, ...), so a busy neighbour slows both alike. Requests mix
 safe and unsafe prompts (1 in 4 unsafe: blocked at input) and streamed and non-streamed answers (every
 other one), with ``max_tokens`` = ``--max_tokens`` for both servers.
 
@@ -15,9 +15,10 @@ The model is the quickstart's RL policy (``QUICKSTART_DIR/ppo/merged``, with its
 as ``bench/_finetune.py`` does) with rules moderation; the output says which.
 
 Printed: requests/s per round, p50/p99 latency (ms, whole answer) and errors by status per server, the
-batched server's RSS before the load and after it. ``ratio`` = batched / single requests per second
-(over all rounds); ``errors`` counts anything but 200 and deliberate 429s; ``rss_growth`` is the batched
-server's (after - before) / before. The last line is one JSON object.
+batched server's RSS before the load and after it. ``ratio`` = the median over rounds of batched / single
+requests per second, with ``ratio_iqr`` (``bench/_stats.py``); ``errors`` counts anything but 200 and
+deliberate 429s; ``rss_growth`` is the batched server's (after - before) / before. The last line is one
+JSON object.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import openai  # noqa: E402
 import yaml  # noqa: E402
+from _stats import paired_ratio  # noqa: E402
 
 SAFE = [
     "What is the capital of Velmora?",
@@ -191,7 +193,8 @@ def percentile(values: list[float], q: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=64)
-    parser.add_argument("--seconds", type=float, default=60.0, help="load time per server (two rounds each)")
+    parser.add_argument("--seconds", type=float, default=60.0, help="load time per server, over all rounds")
+    parser.add_argument("--rounds", type=int, default=2, help="paired rounds (each runs both servers)")
     parser.add_argument(
         "--max_tokens", type=int, default=48, help="answer tokens (the quickstart's max_new_tokens)"
     )
@@ -232,22 +235,23 @@ def main() -> None:
             asyncio.run(load(server.port, 4, 2.0, args.max_tokens))  # warm up: first generate calls, imports
         rss_before = servers["batched"].rss()
         results: dict[str, list[dict]] = {"batched": [], "single": []}
-        for i, name in enumerate(["batched", "single", "single", "batched"]):
-            result = asyncio.run(
-                load(
-                    servers[name].port,
-                    args.clients,
-                    args.seconds / 2,
-                    args.max_tokens,
-                    args.request_timeout_s,
+        for i in range(args.rounds):  # paired rounds; which server goes first alternates
+            for name in ("batched", "single") if i % 2 == 0 else ("single", "batched"):
+                result = asyncio.run(
+                    load(
+                        servers[name].port,
+                        args.clients,
+                        args.seconds / args.rounds,
+                        args.max_tokens,
+                        args.request_timeout_s,
+                    )
                 )
-            )
-            results[name].append(result)
-            print(
-                f"round {i + 1} {name}: {result['ok'] / result['seconds']:.2f} requests/s "
-                f"({result['ok']} answered in {result['seconds']:.1f} s), statuses {dict(result['statuses'])}",
-                flush=True,
-            )
+                results[name].append(result)
+                print(
+                    f"round {i + 1} {name}: {result['ok'] / result['seconds']:.2f} requests/s "
+                    f"({result['ok']} answered in {result['seconds']:.1f} s), statuses {dict(result['statuses'])}",
+                    flush=True,
+                )
         rss_after = servers["batched"].rss()
     finally:
         for server in servers.values():
@@ -280,7 +284,10 @@ def main() -> None:
                 "model": model,
                 "clients": args.clients,
                 "seconds_per_server": args.seconds,
-                "ratio": figures["batched"]["requests_per_s"] / figures["single"]["requests_per_s"],
+                **paired_ratio(
+                    [r["ok"] / r["seconds"] for r in results["batched"]],
+                    [r["ok"] / r["seconds"] for r in results["single"]],
+                ),
                 "p50_ms": figures["batched"]["p50_ms"],
                 "p99_ms": figures["batched"]["p99_ms"],
                 "errors": figures["batched"]["errors"] + figures["single"]["errors"],

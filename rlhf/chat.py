@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 from rlhf.config import run_cli
-from rlhf.pipeline import Pipeline, PipelineConfig, PipelineError, Response, load_pipeline
+from rlhf.pipeline import Pipeline
+from rlhf.pipeline_config import PipelineConfig
+from rlhf.responses import PipelineError, Response
 
 HELP = "commands: /reset (new conversation), /exit (quit), /help"
 
@@ -139,7 +141,9 @@ def _answer(pipe: Pipeline, messages, stdout: TextIO, stream: bool) -> Response:
 
 
 def main(pipeline_config: PipelineConfig, args: ChatArguments) -> dict:
-    pipe = load_pipeline(pipeline_config, "rlhf chat")
+    pipe = Pipeline.from_config(
+        pipeline_config
+    )  # a configuration mistake: a ConfigError, one line and exit 2
     return chat_loop(pipe, stream=args.stream, show_timings=args.show_timings)
 
 

@@ -92,7 +92,7 @@ def _convert(action: argparse.Action, key: str, value: Any, source: str) -> Any:
     return converted if values is value else converted[0]
 
 
-def _did_you_mean(key: str, known: Sequence[str]) -> str:
+def did_you_mean(key: str, known: Sequence[str]) -> str:
     close = difflib.get_close_matches(key, known, n=1)
     return f" (did you mean '{close[0]}'?)" if close else ""
 
@@ -123,7 +123,7 @@ def parse_args(
         for key, value in config.items():
             if key not in actions:
                 raise ConfigError(
-                    f"{config_path}: unknown key '{key}'{_did_you_mean(key, list(actions))}; "
+                    f"{config_path}: unknown key '{key}'{did_you_mean(key, list(actions))}; "
                     f"see `{prog or 'the stage'} --help` for the valid keys"
                 )
             default = _convert(actions[key], key, value, config_path)
@@ -139,7 +139,7 @@ def parse_args(
         flag = next((u for u in unknown if u.startswith("-")), unknown[0])
         name = flag.lstrip("-").split("=", 1)[0]
         raise ConfigError(
-            f"unknown option '{flag}'{_did_you_mean(name, list(actions))} (config: {source}); "
+            f"unknown option '{flag}'{did_you_mean(name, list(actions))} (config: {source}); "
             f"see `{prog or 'the stage'} --help`"
         )
 

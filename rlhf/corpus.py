@@ -15,8 +15,8 @@ from typing import Any
 from datasets import DatasetDict, load_dataset
 
 from rlhf.config import ConfigError
+from rlhf.data_files import TEXT_BUILDERS, local_data_files, read_data_files
 
-_BUILDERS = {".json": "json", ".jsonl": "json", ".txt": "text", ".parquet": "parquet", ".csv": "csv"}
 _VALIDATION_NAMES = ("validation", "valid", "val", "dev", "test")
 
 
@@ -26,35 +26,14 @@ class CorpusError(ConfigError):
 
 def looks_like_path(name: str) -> bool:
     """True for a name meant as a local path (``./x``, ``/x``, ``~/x``, ``x.jsonl``), not a Hub id (``org/name``)."""
-    return name.startswith((".", "/", "~")) or Path(name).suffix.lower() in _BUILDERS or name.count("/") > 1
+    return (
+        name.startswith((".", "/", "~")) or Path(name).suffix.lower() in TEXT_BUILDERS or name.count("/") > 1
+    )
 
 
 def _first_line(err: Exception) -> str:
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
-
-
-def _local_data_files(path: Path) -> tuple[str, dict[str, str]]:
-    """The ``datasets`` builder and ``{split: file}`` for a local file or a folder of split files."""
-    if path.is_file():
-        builder = _BUILDERS.get(path.suffix.lower())
-        if builder is None:
-            raise CorpusError(
-                f"dataset_name '{path}': unsupported file type (use one of {sorted(_BUILDERS)})"
-            )
-        return builder, {"train": str(path)}
-    files = sorted(p for p in path.iterdir() if p.suffix.lower() in _BUILDERS)
-    splits = {p.stem: p for p in files}
-    if "train" not in splits:
-        raise CorpusError(
-            f"dataset_name '{path}': a folder needs a train.<ext> file (found {[p.name for p in files]})"
-        )
-    builders = {_BUILDERS[p.suffix.lower()] for p in splits.values()}
-    if len(builders) != 1:
-        raise CorpusError(
-            f"dataset_name '{path}': split files must share one format (found {sorted(builders)})"
-        )
-    return builders.pop(), {split: str(p) for split, p in splits.items()}
 
 
 def load_text_corpus(
@@ -82,14 +61,13 @@ def load_text_corpus(
 
         raw = load_builtin("pretrain", seed=seed, **dict(task_kwargs or {}))
     elif os.path.exists(dataset_name):
-        builder, data_files = _local_data_files(Path(dataset_name))
-        kwargs = {"sample_by": "paragraph"} if builder == "text" else {}
-        try:
-            raw = load_dataset(builder, data_files=data_files, **kwargs)
-        except Exception as err:  # a file the builder cannot parse (bad JSON, ragged CSV)
+        builder, data_files = local_data_files(Path(dataset_name), with_text=True, error=CorpusError)
+        if "train" not in data_files:
             raise CorpusError(
-                f"dataset_name '{dataset_name}': cannot read it as {builder} ({_first_line(err)})"
-            ) from None
+                f"dataset_name '{dataset_name}': a folder needs a train.<ext> file (found {list(data_files)})"
+            )
+        kwargs = {"sample_by": "paragraph"} if builder == "text" else {}
+        raw = read_data_files(builder, data_files, dataset_name, error=CorpusError, **kwargs)
     elif looks_like_path(dataset_name):
         raise CorpusError(f"dataset_name '{dataset_name}': no such file or folder")
     else:

@@ -65,6 +65,7 @@ REWARD_CURVES = {"rewards/chosen": "chosen", "rewards/rejected": "rejected", "re
 def main(script_args: DPOScriptArguments, training_args: DPOConfig, model_args: ModelConfig) -> dict:
     """Train the policy with DPO, save the adapter and the merged model, compare it with the SFT policy;
     returns the metrics written to metrics.json."""
+    stages.check_model_path("reward_model_path", script_args.reward_model_path)  # before training, not after
     with stage_run("dpo", script_args, training_args, model_args) as run:
         tokenizer, data = stages.load_inputs(run, script_args, training_args, model_args, "preference")
         trainer = trl.DPOTrainer(

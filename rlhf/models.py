@@ -31,6 +31,7 @@ from transformers import (
 )
 
 from rlhf.config import ConfigError
+from rlhf.precision import bf16_supported
 
 logger = logging.getLogger(__name__)
 
@@ -313,13 +314,6 @@ def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
     """(trainable, total) parameter counts."""
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return trainable, sum(p.numel() for p in model.parameters())
-
-
-def bf16_supported() -> bool:
-    """Whether bf16 is fast here (see ``rlhf.pretrain.bf16_supported``): a bf16 GPU or a CPU with bf16 instructions."""
-    from rlhf.pretrain import bf16_supported as supported
-
-    return supported()
 
 
 def auto_precision(training_args) -> None:

@@ -32,15 +32,19 @@ from pathlib import Path
 from typing import Any
 
 from rlhf.config import ConfigError
+from rlhf.dataset_formats import (
+    DatasetFormatError,
+    MalformedRowError,
+    hh_rlhf_to_preference,
+    is_hh_rlhf_text,
+    prompt_of_conversation,
+    split_implicit_prompt,
+)
 
 logger = logging.getLogger(__name__)
 
 FORMATS = ("pandalm", "pairwise")
 BAD_ROW_POLICIES = ("error", "drop")
-
-
-class MalformedRowError(ConfigError, ValueError):
-    """One row of a preference file cannot be read; the message names the file, the row and the field."""
 
 
 def detect_format(record: Mapping[str, Any]) -> str | None:
@@ -155,21 +159,6 @@ def convert_records(
     return rows, counts
 
 
-def check_answers(rows: Iterable[Mapping[str, Any]], source: str, split: str) -> None:
-    """Stop at the first row of TRL preference data whose ``chosen``/``rejected`` is missing or empty."""
-    for i, row in enumerate(rows):
-        for name in ("chosen", "rejected"):
-            value = row.get(name)
-            empty = value is None or (isinstance(value, str) and not value.strip())
-            if isinstance(value, list):
-                empty = not value or not any(str(m.get("content") or "").strip() for m in value)
-            if empty:
-                raise MalformedRowError(
-                    f"{source} (split '{split}'): row {i}: field '{name}' is empty or missing "
-                    "(expected an answer's text or messages)"
-                )
-
-
 # ----------------------------------------------------------------------------------------------
 # splits that share no prompt and no answer
 
@@ -183,14 +172,6 @@ def _plain(value: Any) -> str:
 
 def row_texts(row: Mapping[str, Any]) -> tuple[str, list[str]]:
     """(prompt text, answer texts) of a row of any stage format; raw HH-RLHF dialogues are parsed first."""
-    from rlhf.datasets import (
-        DatasetFormatError,
-        hh_rlhf_to_preference,
-        is_hh_rlhf_text,
-        prompt_of_conversation,
-        split_implicit_prompt,
-    )
-
     row = dict(row)
     if "prompt" not in row and is_hh_rlhf_text(row.get("chosen")):
         with contextlib.suppress(DatasetFormatError):
@@ -347,8 +328,6 @@ def load_files(
 def to_dataset(records, fmt: str, on_bad_row: str, counts: dict[str, Any] | None):
     """``{split: (records, source)}`` of ``fmt`` -> ``DatasetDict`` of preference rows; counts per source."""
     from datasets import Dataset, DatasetDict
-
-    from rlhf.datasets import DatasetFormatError
 
     out = {}
     for split, (rows, source) in records.items():

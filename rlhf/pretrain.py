@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from rlhf.config import ConfigError, config_to_dict, run_cli
+from rlhf.precision import bf16_supported
 
 STATE_FILE = "trainer_state.json"  # our part of a checkpoint: step, data position, loss history
 
@@ -602,22 +603,6 @@ def train_loop(
 
 # ----------------------------------------------------------------------------------------------
 # the stage
-
-
-def bf16_supported() -> bool:
-    """Whether bf16 autocast is fast here: a bf16-capable GPU, or a CPU with native bf16 instructions.
-
-    On a CPU without them (e.g. AVX2-only x86) PyTorch emulates bf16 matmuls: measured 1 GFLOP/s
-    against 70 GFLOP/s in fp32 on such a machine, so bf16 there would be a 40x slowdown, not a gain.
-    """
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    flags = set(cpuinfo.split())
-    return bool(flags & {"avx512_bf16", "amx_bf16"}) or ("bf16" in flags and "aarch64" in os.uname().machine)
 
 
 def main(args: PretrainArguments) -> dict:

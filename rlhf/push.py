@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 from huggingface_hub import ModelCard
 
-from rlhf.config import ConfigError
+from rlhf.config import ConfigError, did_you_mean
 from rlhf.runs import hub_datasets, read_metrics, write_model_card
 
 # Files a stage leaves that are working state, not part of a published model; folders (merged/, checkpoints,
@@ -155,8 +155,13 @@ def push(
     return repo_id
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse would print its whole usage block before the error
+        raise PushError(f"{message} (see `rlhf push --help`)")
+
+
 def cli(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="rlhf push", description=__doc__.split("\n\n")[0])
+    parser = _Parser(prog="rlhf push", description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", help="A finished stage's output directory.")
     parser.add_argument("--repo-id", "--repo_id", dest="repo_id", required=True, help="USER/NAME on the Hub.")
     parser.add_argument("--private", action="store_true", help="Create the repository as private.")
@@ -170,8 +175,15 @@ def cli(argv=None) -> int:
     parser.add_argument(
         "--base-model", "--base_model", dest="base_model", help="Hub id to record as base_model."
     )
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    options = [o for action in parser._actions for o in action.option_strings]
     try:
+        for arg in argv:  # a misspelt option is named first (argparse would ask for --repo-id instead)
+            if arg.startswith("--") and arg.split("=", 1)[0] not in options:
+                raise PushError(
+                    f"unknown option '{arg}'{did_you_mean(arg, options)} (see `rlhf push --help`)"
+                )
+        args = parser.parse_args(argv)
         if args.dry_run:
             folder = Path(args.output_dir) if args.output_dir else Path(args.run_dir) / "hub_upload"
             where = build_upload_folder(args.run_dir, folder, merged=args.merged, base_model=args.base_model)

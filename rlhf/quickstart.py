@@ -4,8 +4,9 @@
 
 Runs every stage of ``configs/quickstart/`` in order (tokenizer -> pretrain -> SFT -> reward model ->
 RL [-> DPO, with ``--with_dpo true``] -> moderation classifier), each into ``OUTPUT_DIR/<stage>``, then
-answers a few prompts through the moderated pipeline and prints a report of every stage's gold metric (also
-written to ``OUTPUT_DIR/report.json``). A stage whose output directory already holds a finished run is skipped,
+answers the held-out prompts through the moderated pipeline (:func:`demo_pipeline`, block rates by
+:func:`block_rates`) and prints a report of every stage's gold metric (also written to
+``OUTPUT_DIR/report.json``). A stage whose output directory already holds a finished run is skipped,
 so an interrupted quickstart picks up where it stopped.
 """
 
@@ -13,16 +14,22 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from rlhf.cli import STAGES
 from rlhf.config import ConfigError, run_cli
+from rlhf.responses import STATUSES
 from rlhf.runs import is_complete, read_metrics
+
+if TYPE_CHECKING:
+    from rlhf.pipeline import Pipeline
 
 CONFIG_ROOT = "runs/quickstart"  # the output root the quickstart YAMLs are written against
 
@@ -123,9 +130,14 @@ HEADLINES: dict[str, list[tuple[str, str, str | None]]] = {
 
 
 def _rebase(value: Any, output_dir: str) -> Any:
-    """Point a recipe path written against runs/quickstart at ``output_dir`` instead."""
+    """Point recipe paths written against runs/quickstart at ``output_dir`` instead (strings, and the strings
+    inside mappings and lists, such as a moderation config's model paths)."""
     if isinstance(value, str) and (value == CONFIG_ROOT or value.startswith(CONFIG_ROOT + "/")):
         return output_dir + value[len(CONFIG_ROOT) :]
+    if isinstance(value, Mapping):
+        return {k: _rebase(v, output_dir) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rebase(v, output_dir) for v in value]
     return value
 
 
@@ -135,7 +147,7 @@ def stage_argv(config_path: Path, output_dir: str, overwrite: bool, eval_split: 
     recipe = yaml.safe_load(config_path.read_text()) or {}
     argv = ["--config", str(config_path)]
     for key, value in recipe.items():
-        rebased = _rebase(value, output_dir)
+        rebased = _rebase(value, output_dir) if isinstance(value, str) else value
         if rebased != value:
             argv += [f"--{key}", str(rebased)]
     if config_path.stem in SPLIT_ARGUMENTS and eval_split != "test":
@@ -172,6 +184,105 @@ def run_stage(stage: str, args: QuickstartArguments) -> tuple[dict, float, bool]
     )
 
 
+# --------------------------------------------------------------------------------------------- pipeline step
+def block_rates(pipe: Pipeline, texts: Sequence[str], unsafe: Sequence[int]) -> dict[str, Any]:
+    """Run ``texts`` (user prompts) through ``pipe`` and measure what happened to safe and unsafe ones.
+
+    Returns ``unsafe_blocked_rate`` (unsafe prompts not answered), ``safe_answered_rate``, the counts
+    per status for each group, and the mean seconds per request.
+    """
+    began = time.perf_counter()
+    responses = pipe.batch(list(texts))
+    seconds = time.perf_counter() - began
+    groups = {
+        "safe": [r for r, u in zip(responses, unsafe, strict=True) if not u],
+        "unsafe": [r for r, u in zip(responses, unsafe, strict=True) if u],
+    }
+    metrics: dict[str, Any] = {
+        "num_prompts": len(responses),
+        "seconds_per_request": seconds / max(1, len(texts)),
+    }
+    for group, items in groups.items():
+        metrics[f"num_{group}"] = len(items)
+        for status in STATUSES:
+            metrics[f"{group}_{status}"] = sum(r.status == status for r in items)
+    metrics["unsafe_blocked_rate"] = (
+        (metrics["unsafe_blocked_input"] + metrics["unsafe_blocked_output"]) / len(groups["unsafe"])
+        if groups["unsafe"]
+        else None
+    )
+    metrics["safe_answered_rate"] = metrics["safe_answered"] / len(groups["safe"]) if groups["safe"] else None
+    metrics["responses"] = responses
+    return metrics
+
+
+def demo_pipeline(
+    config_path: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    max_prompts: int | None = None,
+    split: str = "test",
+    dataset_name: str = "builtin",
+) -> dict[str, Any]:
+    """The quickstart's last step: build the pipeline from ``config_path`` (its ``runs/quickstart`` paths,
+    and those inside its moderation file, pointed at ``output_dir``) and run the built-in task's held-out
+    user prompts (side "input" of the moderation data: all of them, or ``max_prompts``, safe and unsafe halves)
+    through it, each distinct prompt once (rates count prompts, not repeats). ``dataset_name``: any moderation
+    dataset `rlhf moderation-eval` reads (with ``text``, ``side`` and ``unsafe`` columns) instead of the
+    built-in one.
+
+    Writes ``OUTPUT_DIR/pipeline/metrics.json`` and ``samples.jsonl`` (a few answered and blocked
+    requests: prompt, status, categories, shown text) and returns the metrics, among them
+    ``unsafe_blocked_rate`` and ``safe_answered_rate``.
+    """
+    from rlhf.config import parse_args
+    from rlhf.moderation.data import load_split
+    from rlhf.pipeline import Pipeline
+    from rlhf.pipeline_config import PipelineConfig, moderation_mapping
+    from rlhf.runs import write_metrics
+
+    (config,) = parse_args((PipelineConfig,), ["--config", str(config_path)], prog="rlhf chat")
+    output_dir = str(output_dir).rstrip("/")
+    config.model_name_or_path = _rebase(config.model_name_or_path, output_dir)
+    config.tokenizer_name_or_path = _rebase(config.tokenizer_name_or_path, output_dir)
+    for inline, path in (
+        ("moderation", "moderation_config"),
+        ("output_moderation", "output_moderation_config"),
+    ):
+        mapping = moderation_mapping(getattr(config, inline), getattr(config, path))
+        setattr(config, inline, _rebase(mapping, output_dir) if mapping is not None else None)
+        setattr(config, path, None)
+    pipe = Pipeline.from_config(config)
+
+    data = load_split(dataset_name, split)
+    rows = list({r["text"]: r for r in data if r["side"] == "input"}.values())  # each distinct prompt once
+    safe, unsafe = [r for r in rows if not r["unsafe"]], [r for r in rows if r["unsafe"]]
+    if max_prompts is not None:
+        safe = safe[: max_prompts // 2]
+        unsafe = unsafe[: max_prompts - len(safe)]
+    chosen = safe + unsafe
+    metrics = block_rates(pipe, [r["text"] for r in chosen], [int(r["unsafe"]) for r in chosen])
+    responses = metrics.pop("responses")
+
+    run_dir = Path(output_dir) / "pipeline"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    samples = []
+    for status in STATUSES:
+        picked = [(row, r) for row, r in zip(chosen, responses, strict=True) if r.status == status][:3]
+        samples += [
+            {
+                "prompt": row["text"],
+                "unsafe": int(row["unsafe"]),
+                "status": r.status,
+                "categories": r.flagged_categories,
+                "shown": r.text,
+            }
+            for row, r in picked
+        ]
+    (run_dir / "samples.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
+    write_metrics(run_dir, metrics)
+    return metrics
+
+
 def format_report(rows: list[dict]) -> str:
     """A plain-text table of the report rows."""
     header = ("stage", "metric", "value", "target")
@@ -200,7 +311,6 @@ def main(args: QuickstartArguments) -> dict:
     if missing:
         print(f"\n[quickstart] pipeline: skipped, it needs finished {' and '.join(missing)} runs")
     else:
-        from rlhf.pipeline import demo_pipeline
         from rlhf.task import builtin_rows
 
         split = args.eval_split

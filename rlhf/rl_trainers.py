@@ -24,7 +24,7 @@ from rlhf.config import ConfigError
 from rlhf.evaluation import prompt_ids, score_sequences
 from rlhf.models import load_causal_lm
 from rlhf.shared_base import RLModels
-from rlhf.stages import CHAT_TEMPLATE_HELP, AutoBF16
+from rlhf.stages import CHAT_TEMPLATE_HELP, AutoBF16, check_model_path
 
 
 @dataclass
@@ -121,6 +121,7 @@ def reward_model_path(training_args) -> str:
     """The reward model's path; a missing one is the user's mistake."""
     if not training_args.reward_model_path:
         raise ConfigError("set reward_model_path (the reward stage's merged/ directory)")
+    check_model_path("reward_model_path", training_args.reward_model_path)
     return training_args.reward_model_path
 
 

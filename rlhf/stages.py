@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from rlhf.config import ConfigError
@@ -79,16 +80,33 @@ class AutoBF16:
         super().__post_init__()
 
 
+def check_model_path(field_name: str, value: str | None) -> None:
+    """Stop with one line when ``value`` names a local model that is not there: a path (absolute, relative with
+    ``./``, or with more than the one ``/`` of a Hub id ``org/name``) that does not exist."""
+    if not value or value.startswith("package:") or Path(value).expanduser().exists():
+        return
+    if value.startswith(("/", ".", "~")) or value.count("/") > 1:
+        raise ConfigError(f"{field_name} '{value}': no such file or directory")
+
+
 def tokenizer(script_args: StageArguments, training_args, model_args, **kwargs):
     """The tokenizer a stage's arguments name (``tokenizer_name_or_path``, else the model's), with a chat template."""
-    return load_tokenizer(
-        script_args.tokenizer_name_or_path or model_args.model_name_or_path,
-        chat_template_path=training_args.chat_template_path,
-        gguf_file=script_args.gguf_file,
-        trust_remote_code=training_args.trust_remote_code,
-        revision=model_args.model_revision,
-        **kwargs,
-    )
+    field_name = "tokenizer_name_or_path" if script_args.tokenizer_name_or_path else "model_name_or_path"
+    name = script_args.tokenizer_name_or_path or model_args.model_name_or_path
+    check_model_path(field_name, name)
+    try:
+        return load_tokenizer(
+            name,
+            chat_template_path=training_args.chat_template_path,
+            gguf_file=script_args.gguf_file,
+            trust_remote_code=training_args.trust_remote_code,
+            revision=model_args.model_revision,
+            **kwargs,
+        )
+    except OSError as err:  # not on the Hub, or no network: the user's setting, not a bug
+        raise ConfigError(
+            f"{field_name} '{name}': cannot load a tokenizer ({str(err).splitlines()[0]})"
+        ) from None
 
 
 def causal_lm(script_args: StageArguments, training_args, model_args):

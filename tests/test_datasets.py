@@ -6,16 +6,8 @@ import pytest
 from datasets import Dataset
 from helpers import toy_preference_rows, toy_prompt_rows, toy_sft_rows, write_jsonl, write_toy_splits
 
-from rlhf.datasets import (
-    DatasetArguments,
-    DatasetFormatError,
-    hh_rlhf_to_preference,
-    hh_rlhf_to_prompt,
-    is_hh_rlhf_text,
-    load_dataset_for,
-    parse_column_mapping,
-    parse_hh_dialogue,
-)
+from rlhf.dataset_formats import hh_rlhf_to_preference, hh_rlhf_to_prompt, is_hh_rlhf_text, parse_hh_dialogue
+from rlhf.datasets import DatasetArguments, DatasetFormatError, load_dataset_for, parse_column_mapping
 
 USER = "user"
 BOT = "assistant"

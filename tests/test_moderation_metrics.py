@@ -68,10 +68,13 @@ def test_precision_recall_curve():
 @pytest.mark.parametrize(
     ("target", "expected"),
     [
-        (0.0, 0.85),  # no safe item flagged: the lowest score above the top safe one (0.8)
-        (0.25, 0.7),  # one of four safe items (0.8) may be flagged: down to the positive at 0.7
-        (0.5, 0.6),
-        (1.0, 0.1),  # everything flagged
+        (0.0, 0.825),  # no safe item flagged: midway between the top safe score (0.8) and the next (0.85)
+        (
+            0.25,
+            0.65,
+        ),  # one of four safe items (0.8) may be flagged: midway between 0.6 and the positive at 0.7
+        (0.5, 0.45),
+        (1.0, 0.1),  # every safe item may be flagged: the lowest score
     ],
 )
 def test_threshold_for_fpr(target, expected):
@@ -81,6 +84,19 @@ def test_threshold_for_fpr(target, expected):
     assert t == pytest.approx(expected)
     flagged_safe = sum(1 for s, y in zip(scores, y_true, strict=True) if not y and s >= t)
     assert flagged_safe / 4 <= target
+    # it flags what the lowest threshold meeting the target flags: no positive is given away for the margin
+    lowest = min(
+        c
+        for c in scores
+        if sum(1 for s, y in zip(scores, y_true, strict=True) if not y and s >= c) / 4 <= target
+    )
+    assert [s >= t for s in scores] == [s >= lowest for s in scores]
+
+
+def test_threshold_keeps_a_margin_above_the_safe_scores():
+    # one safe item at 0.05, positives at 0.98 and 0.99: a new positive at 0.9 is still caught
+    t = threshold_for_fpr([0, 1, 1], [0.05, 0.98, 0.99], 0.0)
+    assert t == pytest.approx(0.515) and 0.05 < t < 0.9
 
 
 def test_threshold_above_every_score_when_target_cannot_be_met():

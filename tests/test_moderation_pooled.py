@@ -188,8 +188,8 @@ def test_overall_scope_bounds_the_share_of_safe_items_any_category_flags():
 
     per_category = choose_thresholds(results, examples, 0.2)  # each category may flag 2 of 10
     overall = choose_thresholds(results, examples, 0.2, scope="overall")  # both together: 2 of 10
-    assert per_category["input"] == {"a": 0.8, "b": 0.8} and flagged_safe(per_category) == 0.4
-    assert overall["input"] == {"a": 0.9, "b": 0.9} and flagged_safe(overall) == 0.2
+    assert per_category["input"] == {"a": 0.45, "b": 0.45} and flagged_safe(per_category) == 0.4
+    assert overall["input"] == {"a": 0.85, "b": 0.85} and flagged_safe(overall) == 0.2
     with pytest.raises(ValueError, match="target_fpr_scope"):
         choose_thresholds(results, examples, 0.2, scope="side")
 

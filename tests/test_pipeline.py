@@ -178,6 +178,33 @@ def test_output_block_uses_output_side_template(model, tokenizer):
     assert response.input_moderation is not None and not response.input_moderation.flagged
 
 
+@pytest.mark.parametrize(
+    ("input_word", "output_word", "status"),
+    [
+        ("zebra", "zebra", "answered"),
+        ("forbidden", "zebra", "blocked_input"),
+        ("zebra", "nail", "blocked_output"),
+    ],
+)
+def test_batch_and_stream_reach_the_same_decision(model, tokenizer, input_word, output_word, status):
+    """One answered-or-blocked decision: what batch() returns for a request, stream()'s final chunk says too."""
+    pipe = forcing_pipeline(model, tokenizer, None)
+    pipe.input_moderator = WordModerator(input_word, category="self_harm")
+    pipe.output_moderator = WordModerator(output_word, category="violent_crimes")
+    [batched] = pipe.batch(["a forbidden request"])
+    *chunks, final = pipe.stream("a forbidden request")
+    streamed = final.response
+    assert batched.status == streamed.status == status
+    assert batched.text == streamed.text == final.text if status != "answered" else batched.text == FORCED
+    assert final.blocked is (status != "answered") and all(not c.blocked for c in chunks)
+    assert batched.finish_reason == streamed.finish_reason
+    assert batched.finish_reason == ("stop" if status == "answered" else "content_filter")
+    assert batched.flagged_categories == streamed.flagged_categories
+    if status == "answered":
+        assert "".join(c.text for c in [*chunks, final]) == streamed.text == FORCED
+        assert batched.completion_tokens == streamed.completion_tokens > 0
+
+
 def test_batch_keeps_order_and_matches_single_requests(model, tokenizer, monkeypatch):
     moderator = WordModerator("forbidden")
     pipe = Pipeline(model, tokenizer, moderator, moderator, None, {"max_new_tokens": 6})
@@ -303,7 +330,7 @@ def test_demo_pipeline_rebases_paths_and_measures_block_rates(model, tokenizer, 
 
     import yaml
 
-    from rlhf.pipeline import demo_pipeline
+    from rlhf.quickstart import demo_pipeline
 
     model.save_pretrained(tmp_path / "out" / "ppo" / "merged")
     tokenizer.save_pretrained(tmp_path / "out" / "ppo" / "merged")
@@ -356,7 +383,7 @@ def test_quickstart_moderators_block_unsafe_and_answer_safe_prompts(model, token
     from rlhf.moderation import load_moderation_config
     from rlhf.moderation.data import load_split
     from rlhf.moderation.train import cli as train_cli
-    from rlhf.pipeline import block_rates
+    from rlhf.quickstart import block_rates
 
     root = Path(__file__).resolve().parents[1]
     monkeypatch.chdir(root)

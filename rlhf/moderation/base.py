@@ -1,37 +1,29 @@
-"""The moderation interface every backend shares: one result schema, one protocol, one factory.
+"""The moderation interface every backend shares: one result schema, one protocol, one error type.
 
 A moderator takes a batch of items (plain texts, or conversations as lists of ``{"role", "content"}``
 messages) and a side (``"input"``: the user's request; ``"output"``: the assistant's answer, with the
 earlier messages as context) and returns one :class:`ModerationResult` per item, in order.
 
-``build_moderator(mapping)`` builds one from the ``moderation:`` mapping of a YAML config::
-
-    moderation:
-      backend: cascade            # rules | classifier | guard | cascade
-      on_error: block             # cascade only: block (fail closed) or allow (fail open)
-      rules: {...}                # see rlhf.moderation.rules
-      classifier: {model: outputs/quickstart/moderation-classifier, ...}
-      guard: {model: ..., ...}
+Backends (:mod:`rlhf.moderation.rules`, ``classifier``, ``guard``, ``cascade``) import this module;
+:func:`rlhf.moderation.factory.build_moderator` builds one from a ``moderation:`` mapping
+(:mod:`rlhf.moderation.config`).
 """
 
 from __future__ import annotations
 
-import os
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from rlhf.config import ConfigError
+
 SIDES = ("input", "output")
-ACTIONS = ("allow", "block")
-BACKENDS = ("rules", "classifier", "guard", "cascade")
 
 Item = str | Sequence[Mapping[str, str]]
 
 
-class ModerationConfigError(ValueError):
-    """The ``moderation`` mapping is wrong; the message names the key and what was expected."""
+class ModerationConfigError(ConfigError):
+    """The ``moderation`` mapping is wrong; the message names the file, the key and what was expected."""
 
 
 @dataclass
@@ -142,91 +134,17 @@ def make_result(
     )
 
 
-class Timer:
-    """``with Timer() as t: ...`` then ``t.seconds``."""
-
-    def __enter__(self) -> Timer:
-        self.start = time.perf_counter()
-        self.seconds = 0.0
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.seconds = time.perf_counter() - self.start
-
-
-def load_moderation_config(path: str | os.PathLike) -> dict[str, Any]:
-    """Read the ``moderation:`` mapping from a YAML file (or the whole file if it has no such key)."""
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise ModerationConfigError(f"{path}: moderation config file not found")
-    data = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(data, dict):
-        raise ModerationConfigError(f"{path}: expected a mapping, got {type(data).__name__}")
-    mapping = data.get("moderation", data)
-    if not isinstance(mapping, dict):
-        raise ModerationConfigError(f"{path}: key 'moderation' must be a mapping")
-    mapping = dict(mapping)
-    mapping.setdefault("_base_dir", str(path.parent))
-    return mapping
-
-
-def build_moderator(config: Mapping[str, Any] | str | os.PathLike) -> Moderator:
-    """Build a moderator from a ``moderation`` mapping (or the path of a YAML file holding one).
-
-    The mapping's ``backend`` (default "rules") picks the class; the sub-mapping of the same name holds
-    that backend's options, and "cascade" reads the ``rules``, ``classifier`` and ``guard`` sub-mappings
-    it finds. Raises ModerationConfigError naming the key on a wrong mapping.
-    """
-    if isinstance(config, str | os.PathLike):
-        config = load_moderation_config(config)
-    if not isinstance(config, Mapping):
-        raise ModerationConfigError(f"moderation config must be a mapping, got {type(config).__name__}")
-    config = dict(config)
-    backend = config.get("backend", "rules")
-    if backend not in BACKENDS:
-        raise ModerationConfigError(
-            f"moderation: key 'backend' expects one of {list(BACKENDS)}, got {backend!r}"
-        )
-    if backend == "rules":
-        from rlhf.moderation.rules import RulesModerator
-
-        return RulesModerator.from_config(_section(config, "rules"))
-    if backend == "classifier":
-        from rlhf.moderation.classifier import ClassifierModerator
-
-        return ClassifierModerator.from_config(_section(config, "classifier", required=True))
-    if backend == "guard":
-        from rlhf.moderation.guard import GuardModerator
-
-        return GuardModerator.from_config(_section(config, "guard", required=True))
-    from rlhf.moderation.cascade import CascadeModerator
-
-    return CascadeModerator.from_config(config)
-
-
-def _section(config: Mapping[str, Any], key: str, required: bool = False) -> dict[str, Any]:
-    """The sub-mapping ``config[key]``, carrying the shared keys (taxonomy, base dir) down into it."""
-    section = config.get(key)
-    if section is None:
-        if required:
-            raise ModerationConfigError(f"moderation: backend '{key}' needs a '{key}:' mapping")
-        section = {}
-    if not isinstance(section, Mapping):
-        raise ModerationConfigError(
-            f"moderation: key '{key}' must be a mapping, got {type(section).__name__}"
-        )
-    section = dict(section)
-    for shared in ("taxonomy", "_base_dir"):
-        if shared in config:
-            section.setdefault(shared, config[shared])
-    return section
-
-
-def resolve_path(value: str, config: Mapping[str, Any]) -> str:
-    """A path from a config: absolute, existing relative to the cwd, or relative to the config file."""
-    if os.path.isabs(value) or os.path.exists(value) or "_base_dir" not in config:
-        return value
-    candidate = os.path.join(config["_base_dir"], value)
-    return candidate if os.path.exists(candidate) else value
+def error_result(backend: str, side: str, err: Exception, block: bool, latency_s: float) -> ModerationResult:
+    """A result standing in for a moderator that raised ``err``: flagged when failing closed (``block``),
+    with no categories; the reason names the error's type only (its message may quote the text)."""
+    return ModerationResult(
+        flagged=block,
+        action="block" if block else "allow",
+        categories={},
+        scores=None,
+        thresholds=None,
+        reason=f"moderator error ({type(err).__name__}); failing {'closed' if block else 'open'}",
+        backend=backend,
+        latency_s=latency_s,
+        side=side,
+    )

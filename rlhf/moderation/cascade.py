@@ -30,13 +30,11 @@ from rlhf.moderation.base import (
     ModerationConfigError,
     ModerationResult,
     Moderator,
-    _section,
     check_side,
 )
+from rlhf.moderation.config import ON_ERROR, ModerationConfig, parse_moderation_config
 
 logger = logging.getLogger(__name__)
-
-ON_ERROR = ("block", "allow")
 
 
 class CascadeModerator:
@@ -70,35 +68,28 @@ class CascadeModerator:
         self.on_error = on_error
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> CascadeModerator:
-        """Build each stage whose sub-mapping is present (module docstring)."""
-        from rlhf.moderation.base import build_moderator
+    def from_config(cls, config: ModerationConfig | Mapping[str, Any]) -> CascadeModerator:
+        """Build each stage whose sub-mapping is present (module docstring) from a whole ``moderation:``
+        mapping or a parsed :class:`~rlhf.moderation.config.ModerationConfig`."""
+        config = parse_moderation_config(config)
+        stages: dict[str, Moderator] = {}
+        if config.rules is not None:
+            from rlhf.moderation.rules import RulesModerator
 
-        known = {
-            "backend",
-            "on_error",
-            "uncertain_band",
-            "rules",
-            "classifier",
-            "guard",
-            "taxonomy",
-            "_base_dir",
-        }
-        unknown = set(config) - known
-        if unknown:
-            raise ModerationConfigError(
-                f"moderation: unknown key(s) {sorted(unknown)}; expected {sorted(known - {'_base_dir'})}"
+            stages["rules"] = RulesModerator.from_config(config.rules, base_dir=config.base_dir)
+        if config.classifier is not None:
+            from rlhf.moderation.classifier import ClassifierModerator
+
+            stages["classifier"] = ClassifierModerator.from_config(
+                config.classifier, base_dir=config.base_dir, taxonomy=config.taxonomy
             )
-        stages = {}
-        for key in ("rules", "classifier", "guard"):
-            if key in config:
-                sub = {"backend": key, key: _section(config, key)}
-                stages[key] = build_moderator(sub)
-        return cls(
-            **stages,
-            uncertain_band=config.get("uncertain_band", (0.2, 0.8)),
-            on_error=config.get("on_error", "block"),
-        )
+        if config.guard is not None:
+            from rlhf.moderation.guard import GuardModerator
+
+            stages["guard"] = GuardModerator.from_config(
+                config.guard, base_dir=config.base_dir, taxonomy=config.taxonomy
+            )
+        return cls(**stages, uncertain_band=config.uncertain_band, on_error=config.on_error)
 
     def _run(self, stage: Moderator, items: Sequence[Item], side: str) -> list[ModerationResult] | None:
         try:

@@ -3,12 +3,12 @@
 Config (the ``classifier:`` sub-mapping)::
 
     classifier:
-      model: outputs/quickstart/moderation-classifier   # local dir or Hub id
+      model: runs/quickstart/moderation-train   # local dir or Hub id (what `rlhf moderation-train` writes)
       label_map: null        # null: labels are category ids; a table name from categories.yaml
                              # ("openai", "llama_guard", ...); or {label: category | [categories] | null}
       thresholds:            # per category and per side; lookup order: side.category, side.default,
-        default: 0.5         #   category, default
-        input: {self_harm: 0.3}
+        default: 0.5         #   category, default. Omitted: the thresholds saved with the model
+        input: {self_harm: 0.3}   # (`rlhf moderation-train` records those it chose on validation), else 0.5
         output: {default: 0.6}
       max_length: 256        # tokens per window
       stride: null           # tokens shared by consecutive windows of a long text (null: max_length/4)
@@ -39,8 +39,8 @@ from rlhf.moderation.base import (
     check_side,
     item_text,
     make_result,
-    resolve_path,
 )
+from rlhf.moderation.config import ClassifierConfig, parse_section, resolve_path
 from rlhf.moderation.normalize import normalize
 from rlhf.moderation.taxonomy import label_mapping
 
@@ -174,48 +174,55 @@ class ClassifierModerator:
         )
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> ClassifierModerator:
-        """Load the model named by ``config["model"]`` and build the moderator (module docstring)."""
+    def from_config(
+        cls,
+        config: ClassifierConfig | Mapping[str, Any],
+        base_dir: str | None = None,
+        taxonomy: str | None = None,
+    ) -> ClassifierModerator:
+        """Load the model ``config`` names and build the moderator (module docstring).
+
+        ``config``: a :class:`ClassifierConfig` or a ``classifier:`` mapping; ``base_dir``: where relative
+        paths are looked up; ``taxonomy``: the categories YAML for named ``label_map`` tables when the
+        section names none. Raises ModerationConfigError when the model does not load or a key is wrong.
+        """
         from transformers import AutoTokenizer
 
         from rlhf.moderation.pooled import load_sequence_classifier
 
-        config = dict(config)
-        known = {"model", "tokenizer", "label_map", "thresholds", "max_length", "stride", "batch_size",
-                 "device", "problem_type", "dtype", "normalize", "taxonomy", "_base_dir"}  # fmt: skip
-        unknown = set(config) - known
-        if unknown:
-            raise ModerationConfigError(
-                f"classifier: unknown key(s) {sorted(unknown)}; expected {sorted(known - {'_base_dir', 'taxonomy'})}"
-            )
-        if not config.get("model"):
-            raise ModerationConfigError("classifier: key 'model' (a model directory or Hub id) is required")
-        path = resolve_path(str(config["model"]), config)
+        if not isinstance(config, ClassifierConfig):
+            config = parse_section(ClassifierConfig, config, "classifier")
+        path = resolve_path(config.model, base_dir)
         try:
-            tokenizer = AutoTokenizer.from_pretrained(
-                resolve_path(str(config.get("tokenizer") or path), config)
-            )
-            dtype = getattr(torch, config["dtype"]) if config.get("dtype") else None
+            tokenizer = AutoTokenizer.from_pretrained(resolve_path(config.tokenizer or path, base_dir))
+            dtype = getattr(torch, config.dtype) if config.dtype else None
             model = load_sequence_classifier(path, dtype=dtype)
         except OSError as err:
             raise ModerationConfigError(
                 f"classifier: cannot load model '{path}' ({str(err).splitlines()[0]}); train one with "
                 "`rlhf moderation-train` or point 'model' at a sequence-classification model"
             ) from None
-        model.to(_device(config.get("device", "auto")))
-        label_map = config.get("label_map")
+        model.to(_device(config.device))
+        label_map = config.label_map
         if label_map is not None:
-            label_map = label_mapping(label_map, config.get("taxonomy"))
+            taxonomy = config.taxonomy or taxonomy
+            try:
+                label_map = label_mapping(label_map, resolve_path(taxonomy, base_dir) if taxonomy else None)
+            except ValueError as err:
+                raise ModerationConfigError(f"classifier: label_map: {err}") from None
         return cls(
             model,
             tokenizer,
             label_map=label_map,
-            thresholds=config.get("thresholds"),
-            max_length=int(config.get("max_length", 256)),
-            stride=int(config["stride"]) if config.get("stride") is not None else None,
-            batch_size=int(config.get("batch_size", 16)),
-            problem_type=config.get("problem_type"),
-            normalize=config.get("normalize"),
+            # none given: what `rlhf moderation-train` saved with the model (chosen on its validation split)
+            thresholds=config.thresholds
+            if config.thresholds is not None
+            else getattr(model.config, "rlhf_thresholds", None),
+            max_length=config.max_length,
+            stride=config.stride,
+            batch_size=config.batch_size,
+            problem_type=config.problem_type,
+            normalize=config.normalize,
         )
 
     def _windows(self, texts: Sequence[str]) -> tuple[list[list[int]], list[int]]:

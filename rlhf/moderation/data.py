@@ -17,12 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rlhf.config import ConfigError
+from rlhf.data_files import read_data_files
 from rlhf.moderation.taxonomy import BUILTIN_CATEGORIES, label_mapping
 
 FILE_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 
 
-class DatasetError(ValueError):
+class DatasetError(ConfigError):
     """A dataset or its column mapping is wrong; the message names the column and what was expected."""
 
 
@@ -94,12 +96,12 @@ def load_split(
         fmt = FILE_FORMATS.get(path.suffix.lower())
         if fmt is None:
             raise DatasetError(f"{path}: unsupported file type; use one of {', '.join(FILE_FORMATS)}")
-        return datasets.load_dataset(fmt, data_files=str(path), split="train")
+        return read_data_files(fmt, str(path), str(path), error=DatasetError, split="train")
     if path.is_dir():
         for suffix, fmt in FILE_FORMATS.items():
             candidate = path / f"{split}{suffix}"
             if candidate.is_file():
-                return datasets.load_dataset(fmt, data_files=str(candidate), split="train")
+                return read_data_files(fmt, str(candidate), str(candidate), error=DatasetError, split="train")
         raise DatasetError(f"{path}: no {split}.jsonl/.json/.csv/.parquet in this folder")
     try:
         return datasets.load_dataset(dataset_name, dataset_config, split=split)
@@ -267,7 +269,3 @@ def build_examples(
             )
         groups = [str(g) for g in dataset[group_column]]
     return Examples(texts, sides, prompts, labels, unsafe, categories, groups)
-
-
-def is_local(dataset_name: str) -> bool:
-    return dataset_name != "builtin" and os.path.exists(dataset_name)

@@ -8,17 +8,17 @@ Any labelled file works through config alone: name its text column and map its l
 true/false or probabilities) to category ids, e.g. in a YAML config::
 
     moderation_config: configs/quickstart/moderation.yaml
-    dataset_name: my_labels.jsonl        # {"content": ..., "is_threat": 1, "is_hateful": 0} per line
+    dataset_name: my_labels/             # validation.jsonl + test.jsonl: {"content": ..., "is_threat": 1, ...}
     text_column: content
     label_columns: {is_threat: violent_crimes, is_hateful: hate}
-    target_fpr: 0.02                     # choose thresholds that flag at most 2% of the safe rows
+    target_fpr: 0.02                     # thresholds that flag at most 2% of the safe rows of validation
     thresholds_output: tuned-moderation.yaml
 
 Prints per-category and overall precision, recall, F1, average precision (AUPRC) and the false-positive
 rate on safe items (over-refusal), per side as well. With ``target_fpr`` it picks, per side and category,
-the lowest threshold whose false-positive rate on the safe items stays within the target, and writes a
-copy of the moderation config with those thresholds to ``thresholds_output`` (a new file: the input
-config is never overwritten).
+a threshold whose false-positive rate on the safe items of ``tune_split`` stays within the target (midway
+between the safe scores it passes and the next score above, for a margin on new text), reports ``dataset_split`` at those thresholds (the two splits may share no text), and writes a copy of the
+moderation config with them to ``thresholds_output`` (a new file: the input config is never overwritten).
 """
 
 from __future__ import annotations
@@ -34,8 +34,10 @@ from typing import Any
 import yaml
 
 from rlhf.config import ConfigError, run_cli, save_config
-from rlhf.moderation.base import ModerationConfigError, build_moderator, load_moderation_config, resolve_path
-from rlhf.moderation.data import DatasetError, Examples, build_examples, load_split, parse_label_columns
+from rlhf.moderation.base import ModerationConfigError
+from rlhf.moderation.config import load_moderation_config, parse_moderation_config, resolve_path
+from rlhf.moderation.data import Examples, build_examples, load_split, parse_label_columns
+from rlhf.moderation.factory import build_moderator
 from rlhf.moderation.metrics import threshold_for_fpr
 from rlhf.moderation.report import (
     flat_metrics,
@@ -100,7 +102,11 @@ class ModerationEvalArguments:
         output_dir (`str` or `None`, *optional*, defaults to `None`):
             Where to write metrics.json, the report and PR curves; `None`: print only.
         target_fpr (`float` or `None`, *optional*, defaults to `None`):
-            Choose per-side, per-category thresholds whose false-positive rate on safe items is at most this.
+            Choose per-side, per-category thresholds whose false-positive rate on the safe items of `tune_split`
+            is at most this, then report `dataset_split` at those thresholds.
+        tune_split (`str`, *optional*, defaults to `"validation"`):
+            With `target_fpr`: the split the thresholds are chosen on. It must share no text with
+            `dataset_split` (a threshold chosen on the rows it is scored on overstates what it does on new ones).
         target_fpr_scope (`str`, *optional*, defaults to `"category"`):
             `category`: each category may flag `target_fpr` of the safe items; `overall`: all categories
             together (the target shared evenly among them).
@@ -169,6 +175,10 @@ class ModerationEvalArguments:
             "choices": ["category", "overall"],
         },
     )
+    tune_split: str = field(
+        default="validation",
+        metadata={"help": "With target_fpr: the split thresholds are chosen on (never dataset_split)."},
+    )
     thresholds_output: str | None = field(
         default=None, metadata={"help": "New YAML file for the tuned config."}
     )
@@ -189,6 +199,11 @@ class ModerationEvalArguments:
             raise ValueError(f"target_fpr must be in [0, 1], got {self.target_fpr}")
         if self.thresholds_output and self.target_fpr is None:
             raise ValueError("thresholds_output needs target_fpr")
+        if self.target_fpr is not None and self.tune_split == self.dataset_split:
+            raise ValueError(
+                f"tune_split and dataset_split are both '{self.dataset_split}': choose thresholds on another "
+                "split (e.g. validation) than the one reported"
+            )
 
 
 FPR_SCOPES = ("category", "overall")
@@ -197,7 +212,7 @@ FPR_SCOPES = ("category", "overall")
 def choose_thresholds(
     results, examples: Examples, target_fpr: float, scope: str = "category"
 ) -> dict[str, dict[str, float]]:
-    """Per side and category, the lowest threshold with FPR <= target on that side's safe items.
+    """Per side and category, a threshold with FPR <= target on that side's safe items.
 
     Positives are the items labelled with the category, negatives the safe items. ``scope="category"``:
     each category may flag ``target_fpr`` of the safe items; ``"overall"``: the target is shared evenly
@@ -234,6 +249,7 @@ def with_thresholds(document: dict[str, Any], chosen: dict[str, dict[str, float]
     document = copy.deepcopy(document)
     mapping = document.get("moderation", document)
     mapping.pop("_base_dir", None)
+    mapping.pop("_source", None)
     backend = mapping.get("backend", "rules")
     if backend in ("classifier", "cascade") and "classifier" in mapping:
         section = mapping["classifier"]
@@ -255,17 +271,38 @@ def with_thresholds(document: dict[str, Any], chosen: dict[str, dict[str, float]
     return document
 
 
-def _pin_model_paths(document: dict[str, Any], mapping: dict[str, Any]) -> dict[str, Any]:
+def _pin_model_paths(document: dict[str, Any], base_dir: str | None) -> dict[str, Any]:
     """Make model paths that were relative to the input config's folder absolute, so the tuned copy
     (written elsewhere) still finds them."""
     tuned = document.get("moderation", document)
     for key in ("classifier", "guard"):
         section = tuned.get(key)
         if isinstance(section, dict) and isinstance(section.get("model"), str):
-            resolved = resolve_path(section["model"], mapping)
+            resolved = resolve_path(section["model"], base_dir)
             if resolved != section["model"]:
                 section["model"] = str(Path(resolved).resolve())
     return document
+
+
+def load_examples(args: ModerationEvalArguments, split: str) -> Examples:
+    """One split of the evaluation data as moderation examples, with the columns the arguments name."""
+    dataset = load_split(args.dataset_name, split, args.dataset_config, args.task_seed)
+    if args.max_samples is not None:
+        dataset = dataset.select(range(min(args.max_samples, len(dataset))))
+    return build_examples(
+        dataset,
+        text_column=args.text_column,
+        label_columns=args.label_columns,
+        categories_column=args.categories_column,
+        unsafe_column=args.unsafe_column,
+        label_mapping_name=args.label_mapping,
+        categories=args.categories,
+        side_column=args.side_column,
+        prompt_column=args.prompt_column,
+        default_side=args.side,
+        source=args.dataset_name,
+        group_column=args.group_column,
+    )
 
 
 def main(args: ModerationEvalArguments) -> dict[str, Any]:
@@ -274,63 +311,67 @@ def main(args: ModerationEvalArguments) -> dict[str, Any]:
     A mistake in the moderation config or the dataset's columns raises ConfigError (one line naming the
     key or column and the file) before anything is written.
     """
-    source = "inline" if args.moderation is not None else args.moderation_config
-    try:
-        if args.moderation is not None:
-            mapping, document = dict(args.moderation), {"moderation": dict(args.moderation)}
-        else:
-            mapping = load_moderation_config(args.moderation_config)
-            document = yaml.safe_load(Path(args.moderation_config).read_text()) or {}
-        if args.thresholds_output:
-            out_path = Path(args.thresholds_output)
-            if args.moderation_config and out_path.resolve() == Path(args.moderation_config).resolve():
-                raise ConfigError("thresholds_output must be a new file, not the input moderation_config")
-            if out_path.exists() and not args.overwrite_output_dir:
-                raise ConfigError(
-                    f"thresholds_output '{out_path}' already exists; choose a new file "
-                    "(or pass --overwrite_output_dir true to replace it)"
-                )
-            if mapping.get("backend", "rules") == "rules":
-                raise ConfigError(
-                    f"{source}: backend 'rules' has no thresholds to tune; target_fpr needs a classifier, "
-                    "guard or cascade moderator"
-                )
-        dataset = load_split(args.dataset_name, args.dataset_split, args.dataset_config, args.task_seed)
-        if args.max_samples is not None:
-            dataset = dataset.select(range(min(args.max_samples, len(dataset))))
-        examples = build_examples(
-            dataset,
-            text_column=args.text_column,
-            label_columns=args.label_columns,
-            categories_column=args.categories_column,
-            unsafe_column=args.unsafe_column,
-            label_mapping_name=args.label_mapping,
-            categories=args.categories,
-            side_column=args.side_column,
-            prompt_column=args.prompt_column,
-            default_side=args.side,
-            source=args.dataset_name,
-            group_column=args.group_column,
-        )
-        taxonomy = mapping.get("taxonomy")
-        known = load_taxonomy(
-            resolve_path(str(taxonomy), mapping) if taxonomy not in (None, "default") else None
-        )
-        unknown = [c for c in examples.categories if c not in known]
-        if unknown:
+    if args.moderation is not None:
+        mapping, document = dict(args.moderation), {"moderation": dict(args.moderation)}
+    else:
+        mapping = load_moderation_config(args.moderation_config)
+        document = yaml.safe_load(Path(args.moderation_config).read_text()) or {}
+    config = parse_moderation_config(mapping)  # a malformed mapping stops here, before any data is read
+    source = config.source or "inline"
+    if args.thresholds_output:
+        out_path = Path(args.thresholds_output)
+        if args.moderation_config and out_path.resolve() == Path(args.moderation_config).resolve():
+            raise ConfigError("thresholds_output must be a new file, not the input moderation_config")
+        if out_path.exists() and not args.overwrite_output_dir:
             raise ConfigError(
-                f"{args.dataset_name}: labels map to unknown category id(s) {unknown}; map each label column "
-                "to a category, e.g. label_columns: {toxic: hate}, or set label_mapping "
-                f"(category ids: {', '.join(known)})"
+                f"thresholds_output '{out_path}' already exists; choose a new file "
+                "(or pass --overwrite_output_dir true to replace it)"
             )
-        moderator = build_moderator(mapping)
-    except ModerationConfigError as err:
-        message = str(err)
-        raise ConfigError(message if message.startswith(str(source)) else f"{source}: {message}") from None
-    except (DatasetError, ValueError) as err:  # ValueError: an unknown label mapping or category id
+    if args.target_fpr is not None and config.backend == "rules":
+        raise ConfigError(
+            f"{source}: backend 'rules' has no thresholds to tune; target_fpr needs a classifier, "
+            "guard or cascade moderator"
+        )
+    try:
+        examples = load_examples(args, args.dataset_split)
+        tune_examples = load_examples(args, args.tune_split) if args.target_fpr is not None else None
+        known = load_taxonomy(config.resolve_path(config.taxonomy) if config.taxonomy else None)
+    except (
+        ValueError
+    ) as err:  # an unknown label mapping or taxonomy (a DatasetError is a ConfigError already)
         raise ConfigError(str(err).splitlines()[0]) from None
+    if tune_examples is not None:
+        shared = set(tune_examples.texts) & set(examples.texts)
+        if shared:
+            raise ConfigError(
+                f"{args.dataset_name}: tune_split '{args.tune_split}' and dataset_split '{args.dataset_split}' "
+                f"share {len(shared)} text(s), e.g. {next(iter(shared))[:60]!r}; thresholds must be chosen on "
+                "rows that are not reported (a single file is one split: give a folder with "
+                "validation and test files)"
+            )
+    unknown = [c for c in examples.categories if c not in known]
+    if unknown:
+        raise ConfigError(
+            f"{args.dataset_name}: labels map to unknown category id(s) {unknown}; map each label column "
+            "to a category, e.g. label_columns: {toxic: hate}, or set label_mapping "
+            f"(category ids: {', '.join(known)})"
+        )
+    moderator = build_moderator(config)
     output_dir = prepare_output_dir(args.output_dir, args.overwrite_output_dir) if args.output_dir else None
 
+    chosen = None
+    if tune_examples is not None:
+        tune_results = run_moderator(moderator, tune_examples, batch_size=args.batch_size)
+        chosen = choose_thresholds(tune_results, tune_examples, args.target_fpr, args.target_fpr_scope)
+        document = _pin_model_paths(with_thresholds(document, chosen), config.base_dir)
+        tuned = dict(document.get("moderation", document))
+        # relative paths (a taxonomy file) still resolve against the input's folder
+        tuned.update(_base_dir=config.base_dir, _source=config.source)
+        moderator = build_moderator(tuned)
+        print(
+            f"thresholds for FPR <= {args.target_fpr} ({args.target_fpr_scope}) chosen on "
+            f"[{args.tune_split}] ({len(tune_examples)} rows): {json.dumps(chosen)}"
+        )
     results = run_moderator(moderator, examples, batch_size=args.batch_size)
     scores = score_examples(results, examples)
     table = format_table(scores)
@@ -357,18 +398,16 @@ def main(args: ModerationEvalArguments) -> dict[str, Any]:
         f"safe items passed: {metrics['safe_passed'] if safe else float('nan'):.4f} of {len(safe)}; "
         f"unsafe items flagged: {metrics['unsafe_flagged'] if unsafe else float('nan'):.4f} of {len(unsafe)}"
     )
-    if args.target_fpr is not None:
-        chosen = choose_thresholds(results, examples, args.target_fpr, args.target_fpr_scope)
+    if chosen is not None:
         metrics["chosen_thresholds"] = chosen
-        print(f"thresholds for FPR <= {args.target_fpr} ({args.target_fpr_scope}): {json.dumps(chosen)}")
+        metrics["tune_split"] = args.tune_split
         if args.thresholds_output:
-            tuned = _pin_model_paths(with_thresholds(document, chosen), mapping)
             header = (
                 f"# {source} with thresholds chosen by `rlhf moderation-eval` for a false-positive rate <= "
-                f"{args.target_fpr} on {args.dataset_name} [{args.dataset_split}]\n"
+                f"{args.target_fpr} on {args.dataset_name} [{args.tune_split}]\n"
             )
             Path(args.thresholds_output).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.thresholds_output).write_text(header + yaml.safe_dump(tuned, sort_keys=False))
+            Path(args.thresholds_output).write_text(header + yaml.safe_dump(document, sort_keys=False))
             print(f"wrote {args.thresholds_output}")
     if output_dir is not None:
         (output_dir / "report.txt").write_text(table + "\n")

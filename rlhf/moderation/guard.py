@@ -37,9 +37,9 @@ from rlhf.moderation.base import (
     ModerationResult,
     check_side,
     make_result,
-    resolve_path,
     split_item,
 )
+from rlhf.moderation.config import GuardConfig, parse_section, resolve_path
 from rlhf.moderation.taxonomy import Category, load_taxonomy, select_categories
 
 UNSPECIFIED = "unspecified"  # the guard said unsafe but named no category it knows
@@ -178,49 +178,51 @@ class GuardModerator:
         return self.unsafe_ids[0]
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> GuardModerator:
-        """Load the model named by ``config["model"]`` and build the guard (module docstring)."""
+    def from_config(
+        cls, config: GuardConfig | Mapping[str, Any], base_dir: str | None = None, taxonomy: str | None = None
+    ) -> GuardModerator:
+        """Load the model ``config`` names and build the guard (module docstring).
+
+        ``config``: a :class:`GuardConfig` or a ``guard:`` mapping; ``base_dir``: where relative paths are
+        looked up; ``taxonomy``: the categories YAML when the section names none. Raises
+        ModerationConfigError when the model does not load or a key is wrong.
+        """
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        config = dict(config)
-        known = {"model", "gguf_file", "tokenizer", "categories", "threshold", "safe_token", "unsafe_token",
-                 "max_new_tokens", "batch_size", "device", "dtype", "prompt_template", "taxonomy", "_base_dir"}  # fmt: skip
-        unknown = set(config) - known
-        if unknown:
-            raise ModerationConfigError(
-                f"guard: unknown key(s) {sorted(unknown)}; expected {sorted(known - {'_base_dir'})}"
-            )
-        if not config.get("model"):
-            raise ModerationConfigError("guard: key 'model' (a causal LM directory or Hub id) is required")
-        path = resolve_path(str(config["model"]), config)
-        extra = {"gguf_file": config["gguf_file"]} if config.get("gguf_file") else {}
+        from rlhf.moderation.classifier import _device
+
+        if not isinstance(config, GuardConfig):
+            config = parse_section(GuardConfig, config, "guard")
+        path = resolve_path(config.model, base_dir)
+        extra = {"gguf_file": config.gguf_file} if config.gguf_file else {}
         try:
             tokenizer = AutoTokenizer.from_pretrained(
-                resolve_path(str(config.get("tokenizer") or path), config), **extra
+                resolve_path(config.tokenizer or path, base_dir), **extra
             )
-            dtype = getattr(torch, config["dtype"]) if config.get("dtype") else None
+            dtype = getattr(torch, config.dtype) if config.dtype else None
             model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **extra)
         except OSError as err:
             raise ModerationConfigError(
                 f"guard: cannot load model '{path}' ({str(err).splitlines()[0]})"
             ) from None
-        from rlhf.moderation.classifier import _device
-
-        model.to(_device(config.get("device", "auto")))
+        model.to(_device(config.device))
+        taxonomy = config.taxonomy or taxonomy
         try:
-            categories = select_categories(config.get("categories"), load_taxonomy(config.get("taxonomy")))
+            categories = select_categories(
+                config.categories, load_taxonomy(resolve_path(taxonomy, base_dir) if taxonomy else None)
+            )
         except ValueError as err:
             raise ModerationConfigError(f"guard: {err}") from None
         return cls(
             model,
             tokenizer,
             categories=categories,
-            threshold=config.get("threshold", 0.5),
-            safe_token=str(config.get("safe_token", "safe")),
-            unsafe_token=str(config.get("unsafe_token", "unsafe")),
-            max_new_tokens=int(config.get("max_new_tokens", 16)),
-            batch_size=int(config.get("batch_size", 8)),
-            prompt_template=str(config.get("prompt_template", POLICY_PROMPT)),
+            threshold=config.threshold,
+            safe_token=config.safe_token,
+            unsafe_token=config.unsafe_token,
+            max_new_tokens=config.max_new_tokens,
+            batch_size=config.batch_size,
+            prompt_template=config.prompt_template or POLICY_PROMPT,
         )
 
     def build_prompt(self, item: Item, side: str) -> str:

@@ -89,25 +89,25 @@ def precision_recall_curve(
 
 
 def threshold_for_fpr(y_true: Sequence[int], scores: Sequence[float], target_fpr: float) -> float:
-    """The lowest threshold ``t`` whose rule ``score >= t`` keeps the false-positive rate <= ``target_fpr``.
+    """A threshold ``t`` for the rule ``score >= t`` that flags at most ``target_fpr`` of the negatives and,
+    among such thresholds, as many positives as any: on these items it flags what the lowest one flags.
 
-    The lowest such threshold flags the most positives. Candidates are the distinct scores; when even
-    the highest score breaks the target, the result lies just above it (nothing is flagged). With no
-    negatives every threshold qualifies and the lowest score is returned.
+    It lies midway between the highest negative score that must stay unflagged and the next score above it,
+    not on the next score itself: a threshold placed on the lowest positive of a small tuning split keeps no
+    margin, and new positives just below it are missed. With no negatives, or when every negative may be
+    flagged, the lowest score is returned; with no score above the bound, a value just above it.
     """
     if not 0.0 <= target_fpr <= 1.0:
         raise ValueError(f"target_fpr must be in [0, 1], got {target_fpr}")
     if not scores:
         raise ValueError("no scores to choose a threshold from")
     negatives = sorted((s for s, t in zip(scores, y_true, strict=True) if not t), reverse=True)
-    candidates = sorted(set(scores))
-    if not negatives:
-        return candidates[0]
-    for t in candidates:  # ascending: the first that meets the target is the lowest
-        false_positives = sum(1 for s in negatives if s >= t)
-        if false_positives / len(negatives) <= target_fpr:
-            return t
-    return math.nextafter(candidates[-1], math.inf)
+    allowed = math.floor(target_fpr * len(negatives) + 1e-9)  # negatives that may be flagged
+    if allowed >= len(negatives):
+        return min(scores)
+    bound = negatives[allowed]  # the highest negative that must stay below the threshold
+    above = [s for s in scores if s > bound]
+    return (bound + min(above)) / 2 if above else math.nextafter(bound, math.inf)
 
 
 def binary_report(

@@ -37,8 +37,8 @@ from rlhf.moderation.base import (
     check_side,
     item_text,
     make_result,
-    resolve_path,
 )
+from rlhf.moderation.config import RulesConfig, parse_section, resolve_path
 from rlhf.moderation.normalize import normalize, phrase_regex
 
 DEFAULT_RULES = Path(__file__).with_name("default_rules.yaml")
@@ -70,16 +70,6 @@ def compile_rule(category: str, source: str, kind: str) -> Rule:
     return Rule(category, source, kind, pattern)
 
 
-def _as_list(value: Any, where: str) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [value]
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ModerationConfigError(f"rules: {where} must be a list of strings")
-    return list(value)
-
-
 class RulesModerator:
     """Blocklist moderator. Build with :meth:`from_config` or directly from compiled rules."""
 
@@ -90,52 +80,35 @@ class RulesModerator:
         self.allow = list(allow)
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any] | None = None) -> RulesModerator:
-        """Build from a ``rules:`` mapping (see the module docstring). Unknown keys raise."""
-        config = dict(config or {})
-        config.pop("taxonomy", None)
-        known = {"default_rules", "allow", "categories", "_base_dir"}
-        unknown = set(config) - known
-        if unknown:
-            raise ModerationConfigError(
-                f"rules: unknown key(s) {sorted(unknown)}; expected {sorted(known - {'_base_dir'})}"
-            )
-        sources: list[Mapping[str, Any]] = []
-        default = config.get("default_rules", True)
-        if default:
-            path = DEFAULT_RULES if default is True else Path(resolve_path(str(default), config))
-            sources.append(yaml.safe_load(Path(path).read_text()) or {})
-        sources.append({"allow": config.get("allow"), "categories": config.get("categories")})
+    def from_config(
+        cls, config: RulesConfig | Mapping[str, Any] | None = None, base_dir: str | None = None
+    ) -> RulesModerator:
+        """Build from a ``rules:`` mapping (see the module docstring) or a parsed :class:`RulesConfig`.
+
+        ``base_dir``: where a relative ``default_rules`` path is looked up. Raises ModerationConfigError
+        naming the key (an unknown key, a wrong type, a bad phrase or regex).
+        """
+        if not isinstance(config, RulesConfig):
+            config = parse_section(RulesConfig, config, "rules")
+        sources = [config]
+        default = config.default_rules
+        if default is True or isinstance(default, str):
+            path = DEFAULT_RULES if default is True else Path(resolve_path(default, base_dir))
+            if not path.is_file():
+                raise ModerationConfigError(f"rules: default_rules file '{path}' not found")
+            sources.insert(0, parse_section(RulesConfig, yaml.safe_load(path.read_text()), str(path)))
 
         categories: dict[str, CategoryRules] = {}
         allow: list[Rule] = []
         for source in sources:
-            allow += [compile_rule("*", a, "phrase") for a in _as_list(source.get("allow"), "allow")]
-            for cid, spec in (source.get("categories") or {}).items():
-                if not isinstance(spec, Mapping):
-                    raise ModerationConfigError(f"rules: categories.{cid} must be a mapping")
-                bad = set(spec) - {"phrases", "regex", "allow", "sides"}
-                if bad:
-                    raise ModerationConfigError(
-                        f"rules: categories.{cid}: unknown key(s) {sorted(bad)}; expected phrases, regex, allow, sides"
-                    )
-                entry = categories.setdefault(str(cid), CategoryRules())
-                entry.block += [
-                    compile_rule(cid, p, "phrase") for p in _as_list(spec.get("phrases"), f"{cid}.phrases")
-                ]
-                entry.block += [
-                    compile_rule(cid, r, "regex") for r in _as_list(spec.get("regex"), f"{cid}.regex")
-                ]
-                entry.allow += [
-                    compile_rule(cid, a, "phrase") for a in _as_list(spec.get("allow"), f"{cid}.allow")
-                ]
-                if "sides" in spec:
-                    sides = tuple(_as_list(spec["sides"], f"{cid}.sides"))
-                    if not set(sides) <= set(SIDES):
-                        raise ModerationConfigError(
-                            f"rules: categories.{cid}.sides must be a subset of {list(SIDES)}"
-                        )
-                    entry.sides = sides
+            allow += [compile_rule("*", a, "phrase") for a in source.allow]
+            for cid, spec in source.categories.items():
+                entry = categories.setdefault(cid, CategoryRules())
+                entry.block += [compile_rule(cid, p, "phrase") for p in spec.phrases]
+                entry.block += [compile_rule(cid, r, "regex") for r in spec.regex]
+                entry.allow += [compile_rule(cid, a, "phrase") for a in spec.allow]
+                if spec.sides is not None:
+                    entry.sides = tuple(spec.sides)
         return cls(categories, allow)
 
     def match(self, text: str, side: str = "input") -> list[Rule]:

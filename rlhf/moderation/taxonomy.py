@@ -104,15 +104,3 @@ def label_mapping(name_or_table: str | Mapping[str, Any], source: str | os.PathL
         else:
             out[str(label)] = [str(t) for t in target]
     return out
-
-
-def map_labels(labels: Iterable[str], mapping: Mapping[str, list[str]]) -> list[str]:
-    """Category ids for a set of source labels, deduplicated in first-seen order; unknown labels raise."""
-    out: list[str] = []
-    for label in labels:
-        if label not in mapping:
-            raise ValueError(f"label {label!r} has no entry in the label mapping ({', '.join(mapping)})")
-        for cid in mapping[label]:
-            if cid not in out:
-                out.append(cid)
-    return out

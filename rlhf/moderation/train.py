@@ -109,8 +109,9 @@ class ModerationTrainArguments:
             Pretrained encoders: positives of a category weigh negatives/positives in the loss, at most this
             (1.0: unweighted).
         target_fpr (`float` or `None`, *optional*, defaults to `None`):
-            With a validation split: per category and side, the lowest threshold whose false-positive rate on
-            the validation split's safe items is at most this; served by the written moderation.yaml.
+            With a validation split: per category and side, a threshold whose false-positive rate on
+            the validation split's safe items is at most this; saved with the model (`rlhf_thresholds` in its
+            config.json, what a classifier config without `thresholds` serves) and in moderation.yaml.
         target_fpr_scope (`str`, *optional*, defaults to `"category"`):
             `category`: each category may flag `target_fpr` of the safe items; `overall`: all categories
             together (the target shared evenly among them).
@@ -418,6 +419,13 @@ def tokenize(examples: Examples, tokenizer, max_length: int, normalize_text: boo
 
 def main(args: ModerationTrainArguments, model_args: ModelConfig, training_args: TrainingArguments) -> dict:
     """Train, save and score the classifier; returns the metrics written to metrics.json."""
+    with stage_run("moderation", args, model_args, training_args) as run:
+        return train_and_score(run, args, model_args, training_args)
+
+
+def train_and_score(run, args: ModerationTrainArguments, model_args: ModelConfig, training_args) -> dict:
+    """The body of `main` inside its run (`rlhf.runs.stage_run`): config written once the data and the model are
+    ready, the classifier trained, saved and scored, its card and metrics.json written last."""
     from transformers import DataCollatorWithPadding, Trainer, set_seed
 
     from rlhf.moderation.classifier import ClassifierModerator, resolve_thresholds
@@ -433,130 +441,122 @@ def main(args: ModerationTrainArguments, model_args: ModelConfig, training_args:
         score_examples,
     )
 
-    name = model_args.model_name_or_path or "tiny"
-    with stage_run("moderation", args, model_args, training_args) as run:
-        output_dir = run.output_dir
-        set_seed(training_args.seed)
-        try:
-            train, validation, test = load_examples(args, output_dir / "data")
-        except (DatasetError, ValueError) as err:  # a missing column, an unknown label mapping or category
-            raise ConfigError(str(err).strip().splitlines()[0]) from None
-        logger.info(
-            "moderation data: %d train / %s validation / %d test rows, categories %s",
-            len(train), len(validation) if validation else 0, len(test), train.categories,
-        )  # fmt: skip
-        model, tokenizer = build_model(args, model_args, train, training_args.seed)
-        pooled = getattr(model.config, POOLING_KEY, None) == "mean"  # a MeanPoolClassifier (maybe under LoRA)
-        if args.train_mode == "frozen" and not pooled:
-            raise ConfigError(
-                "train_mode 'frozen' needs a pretrained encoder with pooling 'mean' (not 'tiny')"
-            )
-        run.write_config()
+    output_dir = run.output_dir
+    set_seed(training_args.seed)
+    try:
+        train, validation, test = load_examples(args, output_dir / "data")
+    except (DatasetError, ValueError) as err:  # a missing column, an unknown label mapping or category
+        raise ConfigError(str(err).strip().splitlines()[0]) from None
+    logger.info(
+        "moderation data: %d train / %s validation / %d test rows, categories %s",
+        len(train), len(validation) if validation else 0, len(test), train.categories,
+    )  # fmt: skip
+    model, tokenizer = build_model(args, model_args, train, training_args.seed)
+    pooled = getattr(model.config, POOLING_KEY, None) == "mean"  # a MeanPoolClassifier (maybe under LoRA)
+    if args.train_mode == "frozen" and not pooled:
+        raise ConfigError("train_mode 'frozen' needs a pretrained encoder with pooling 'mean' (not 'tiny')")
+    run.write_config()
 
-        start = time.perf_counter()
-        losses, train_loss = [], None
-        if pooled and (args.train_mode == "frozen" or args.probe_init) and not model_args.use_peft:
-            fit_head(model, tokenizer, train, args)  # the fast path, and the fine-tune's starting head
-        if args.train_mode == "full":
-            optimizers = (None, None)
-            if pooled:
-                model.config.rlhf_pos_weight = class_weights(train, args.max_pos_weight)
-                optimizers = (head_optimizer(model, training_args, args.head_learning_rate), None)
-            trainer = Trainer(
-                model=model,
-                args=training_args,
-                train_dataset=tokenize(train, tokenizer, args.max_length, args.normalize_text),
-                data_collator=DataCollatorWithPadding(tokenizer),
-                processing_class=tokenizer,
-                optimizers=optimizers,
-            )
-            train_loss = trainer.train().training_loss
-            model = trainer.model
-            losses = [(e["step"], e["loss"]) for e in trainer.state.log_history if "loss" in e]
-        train_seconds = time.perf_counter() - start
-        if model_args.use_peft:
-            model = model.merge_and_unload()  # a plain classifier: the moderator loads it without peft
-        model.save_pretrained(output_dir)
-        tokenizer.save_pretrained(output_dir)
-
-        moderator = ClassifierModerator(
-            model.eval(),
-            tokenizer,
-            thresholds=args.threshold,
-            max_length=max(args.max_length, 64),
-            batch_size=training_args.per_device_eval_batch_size,
+    start = time.perf_counter()
+    losses, train_loss = [], None
+    if pooled and (args.train_mode == "frozen" or args.probe_init) and not model_args.use_peft:
+        fit_head(model, tokenizer, train, args)  # the fast path, and the fine-tune's starting head
+    if args.train_mode == "full":
+        optimizers = (None, None)
+        if pooled:
+            model.config.rlhf_pos_weight = class_weights(train, args.max_pos_weight)
+            optimizers = (head_optimizer(model, training_args, args.head_learning_rate), None)
+        trainer = Trainer(
+            model=model,
+            args=training_args,
+            train_dataset=tokenize(train, tokenizer, args.max_length, args.normalize_text),
+            data_collator=DataCollatorWithPadding(tokenizer),
+            processing_class=tokenizer,
+            optimizers=optimizers,
         )
-        thresholds: dict[str, Any] = {"default": args.threshold}
-        if validation is not None and args.target_fpr is not None:
-            chosen = choose_thresholds(
-                run_moderator(moderator, validation), validation, args.target_fpr, args.target_fpr_scope
-            )
-            thresholds.update(chosen)
-            moderator.thresholds = resolve_thresholds(thresholds, moderator.categories)
-            print(
-                f"thresholds chosen on validation for FPR <= {args.target_fpr} ({args.target_fpr_scope}): "
-                + json.dumps(chosen)
-            )
-        start = time.perf_counter()
-        results = run_moderator(moderator, test)
-        test_seconds = time.perf_counter() - start
-        scores = score_examples(results, test)
-        print(format_table(scores))
-        groups = {}
-        if test.groups is not None:
-            groups, group_text = group_table(results, test, test.groups)
-            print(group_text)
-        plot_pr_curves(output_dir / "pr_curve.png", scores, title="Held-out precision-recall")
-        if losses:
-            plot_curves(
-                output_dir / "loss.png", {"train": losses}, title="Moderation classifier training loss"
-            )
+        train_loss = trainer.train().training_loss
+        model = trainer.model
+        losses = [(e["step"], e["loss"]) for e in trainer.state.log_history if "loss" in e]
+    train_seconds = time.perf_counter() - start
+    if model_args.use_peft:
+        model = model.merge_and_unload()  # a plain classifier: the moderator loads it without peft
+    model.save_pretrained(output_dir)
+    tokenizer.save_pretrained(output_dir)
 
-        metrics = {
-            **flat_metrics(scores, prefix="eval_"),
-            "f1": scores["overall_f1"],  # the headline: unsafe-vs-safe F1 on the held-out split
-            "eval_f1": scores["overall_f1"],
-            "train_loss": train_loss,
-            "train_loss_first": losses[0][1]
-            if losses
-            else None,  # first and last logged losses: did it learn?
-            "train_loss_last": losses[-1][1] if losses else None,
-            "train_runtime_s": train_seconds,  # head fit + fine-tuning, seconds
-            "test_texts_per_s": len(test) / test_seconds if test_seconds > 0 else None,
-            "thresholds": thresholds,
-            "per_source": groups,
-            "train_mode": args.train_mode,
-            "train_samples": len(train),
-            "num_parameters": sum(p.numel() for p in model.parameters()),
-            "categories": list(train.categories),
+    moderator = ClassifierModerator(
+        model.eval(),
+        tokenizer,
+        thresholds=args.threshold,
+        max_length=max(args.max_length, 64),
+        batch_size=training_args.per_device_eval_batch_size,
+    )
+    thresholds: dict[str, Any] = {"default": args.threshold}
+    if validation is not None and args.target_fpr is not None:
+        chosen = choose_thresholds(
+            run_moderator(moderator, validation), validation, args.target_fpr, args.target_fpr_scope
+        )
+        thresholds.update(chosen)
+        moderator.thresholds = resolve_thresholds(thresholds, moderator.categories)
+        print(
+            f"thresholds chosen on validation for FPR <= {args.target_fpr} ({args.target_fpr_scope}): "
+            + json.dumps(chosen)
+        )
+    model.config.rlhf_thresholds = thresholds  # a moderation config that names no thresholds serves these
+    model.config.save_pretrained(output_dir)
+    start = time.perf_counter()
+    results = run_moderator(moderator, test)
+    test_seconds = time.perf_counter() - start
+    scores = score_examples(results, test)
+    print(format_table(scores))
+    groups = {}
+    if test.groups is not None:
+        groups, group_text = group_table(results, test, test.groups)
+        print(group_text)
+    plot_pr_curves(output_dir / "pr_curve.png", scores, title="Held-out precision-recall")
+    if losses:
+        plot_curves(output_dir / "loss.png", {"train": losses}, title="Moderation classifier training loss")
+
+    metrics = {
+        **flat_metrics(scores, prefix="eval_"),
+        "f1": scores["overall_f1"],  # the headline: unsafe-vs-safe F1 on the held-out split
+        "eval_f1": scores["overall_f1"],
+        "train_loss": train_loss,
+        "train_loss_first": losses[0][1] if losses else None,  # first and last logged losses: did it learn?
+        "train_loss_last": losses[-1][1] if losses else None,
+        "train_runtime_s": train_seconds,  # head fit + fine-tuning, seconds
+        "test_texts_per_s": len(test) / test_seconds if test_seconds > 0 else None,
+        "thresholds": thresholds,
+        "per_source": groups,
+        "train_mode": args.train_mode,
+        "train_samples": len(train),
+        "num_parameters": sum(p.numel() for p in model.parameters()),
+        "categories": list(train.categories),
+    }
+    classifier = {"model": str(output_dir), "thresholds": thresholds, "max_length": moderator.max_length}
+    serve = {"moderation": {"backend": "classifier", "classifier": classifier}}
+    if args.serve_backend == "cascade":  # the default blocklists first, then this classifier
+        serve = {
+            "moderation": {"backend": "cascade", "on_error": "block", "rules": {}, "classifier": classifier}
         }
-        classifier = {"model": str(output_dir), "thresholds": thresholds, "max_length": moderator.max_length}
-        serve = {"moderation": {"backend": "classifier", "classifier": classifier}}
-        if args.serve_backend == "cascade":  # the default blocklists first, then this classifier
-            serve = {
-                "moderation": {
-                    "backend": "cascade",
-                    "on_error": "block",
-                    "rules": {},
-                    "classifier": classifier,
-                }
-            }
-        (output_dir / "moderation.yaml").write_text(
-            "# A `moderation:` mapping that serves this classifier (rlhf.moderation.build_moderator)\n"
-            + yaml.safe_dump(serve, sort_keys=False)
+    (output_dir / "moderation.yaml").write_text(
+        "# A `moderation:` mapping that serves this classifier (rlhf.moderation.build_moderator)\n"
+        + yaml.safe_dump(serve, sort_keys=False)
+    )
+    if run.is_main_process:
+        name = model_args.model_name_or_path
+        run.finish(
+            metrics,
+            description=(
+                "A multi-label moderation classifier over the categories "
+                f"{', '.join(train.categories)} (sigmoid per category). Load it with "
+                "`rlhf.moderation.build_moderator(rlhf.moderation.load_moderation_config('moderation.yaml'))`."
+            ),
+            tags=["text-classification", "moderation"],
+            base_model=None
+            if name in (None, "tiny", "minilm")
+            else name,  # built here, or the packaged MiniLM
+            card_metrics={k: metrics[k] for k in CARD_METRICS if k in metrics},
         )
-        if run.is_main_process:
-            run.finish(
-                metrics,
-                description=(
-                    "A multi-label moderation classifier over the categories "
-                    f"{', '.join(train.categories)} (sigmoid per category). Load it with "
-                    "`rlhf.moderation.build_moderator(rlhf.moderation.load_moderation_config('moderation.yaml'))`."
-                ),
-                tags=["text-classification", "moderation"],
-                base_model=None if name in ("tiny", "minilm") else name,  # built here, or the packaged MiniLM
-                card_metrics={k: metrics[k] for k in CARD_METRICS if k in metrics},
-            )
     return metrics
 
 

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from rlhf.pipeline import PipelineError, Response, normalize_request
+from rlhf.responses import PipelineError, Response, normalize_request
 
 
 class RequestError(Exception):

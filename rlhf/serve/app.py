@@ -19,7 +19,8 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from rlhf.pipeline import Pipeline, PipelineError, StreamChunk, normalize_request
+from rlhf.pipeline import Pipeline
+from rlhf.responses import PipelineError, StreamChunk, normalize_request
 from rlhf.serve.api import (
     ChatCompletionRequest,
     ChunkWriter,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
-from rlhf.pipeline import Response
+from rlhf.responses import Response
 
 disable_created_metrics()  # no *_created sample per series: half the lines, nothing a dashboard uses
 

@@ -14,7 +14,8 @@ from pathlib import Path
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from rlhf.config import ConfigError, run_cli
-from rlhf.pipeline import PipelineConfig, load_pipeline
+from rlhf.pipeline import Pipeline
+from rlhf.pipeline_config import PipelineConfig
 
 logger = logging.getLogger("rlhf.serve")
 API_KEY_ENV = "RLHF_API_KEY"
@@ -212,7 +213,13 @@ def main(pipeline_config: PipelineConfig, args: ServeArguments) -> dict:
         )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     sock = bind(args.host, args.port)
-    pipe = load_pipeline(pipeline_config, "rlhf serve")
+    try:
+        pipe = Pipeline.from_config(
+            pipeline_config
+        )  # a configuration mistake: a ConfigError, one line and exit 2
+    except BaseException:
+        sock.close()
+        raise
     app = create_app(pipe, args, keys)
     state = app.state.rlhf
     host, port = sock.getsockname()[:2]
