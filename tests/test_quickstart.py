@@ -1,67 +1,55 @@
-"""`rlhf quickstart` at a smaller scale: every stage runs from the real recipe, and every gold metric moves the
-way the full recipe's targets say (the README's main command runs the full-size version)."""
+"""`rlhf quickstart`: the README's main command (plus DPO), at full size, meets the targets the README states."""
 
 import json
 from pathlib import Path
 
 import pytest
-import yaml
 
 from rlhf.config import ConfigError
 from rlhf.quickstart import QuickstartArguments, main, stage_argv
 
 RECIPE = Path(__file__).resolve().parents[1] / "configs" / "quickstart"
+README = RECIPE.parents[1] / "README.md"
 
-# The full recipe with fewer steps (about 60% of the full run's time).
-SMALLER = {
-    "pretrain": {"max_steps": 350, "eval_steps": 175, "save_steps": 1000},
-    "reward": {"max_steps": 150},
-    "ppo": {"total_episodes": 1024},
-    "dpo": {"max_steps": 50},
-    "moderation-train": {"num_train_epochs": 4},
-}
+# Targets the README reports as missed on the test split, each with its reason there. A row here is still
+# checked: the README's table must call it a miss (so the two cannot drift apart silently).
+KNOWN_MISSES = {("sft", "answer_accuracy")}  # 0.68-0.76 on test since its templates left training
 
 
-def write_smaller_recipe(directory: Path) -> Path:
-    directory.mkdir()
-    for path in RECIPE.glob("*.yaml"):
-        recipe = yaml.safe_load(path.read_text())
-        if isinstance(recipe, dict) and path.stem in SMALLER:
-            recipe.update(SMALLER[path.stem])
-        # keep the first-line command comment and let YAML hold the rest
-        first_line = path.read_text().splitlines()[0]
-        (directory / path.name).write_text(first_line + "\n" + yaml.safe_dump(recipe, sort_keys=False))
-    return directory
+def meets(value, target: str) -> bool:
+    """Whether ``value`` meets a report target such as ">= 0.8" or "> 0"."""
+    op, bound = target.split()[-2:]
+    return value >= float(bound) if op == ">=" else value > float(bound)
 
 
 @pytest.fixture(scope="module")
 def quickstart_run(tmp_path_factory):
+    """The full recipe as configured, with DPO (about 7 minutes on 2 idle CPU cores)."""
     root = tmp_path_factory.mktemp("quickstart")
-    recipe = write_smaller_recipe(root / "recipe")
-    report = main(QuickstartArguments(output_dir=str(root / "run"), config_dir=str(recipe), with_dpo=True))
+    report = main(QuickstartArguments(output_dir=str(root / "run"), config_dir=str(RECIPE), with_dpo=True))
     return root / "run", report
 
 
 @pytest.mark.slow
-def test_every_stage_moves_its_gold_metric_the_right_way(quickstart_run):
+def test_the_full_recipe_meets_every_target_the_readme_states(quickstart_run):
     run_dir, report = quickstart_run
+    targets = {(r["stage"], r["key"]): (r["metric"], r["target"]) for r in report["rows"] if r["target"]}
+    assert len(targets) == 10  # every stage with a target is in the report (PPO's and DPO's gain twice)
+    readme = README.read_text().splitlines()
+    for (stage, key), (label, target) in targets.items():
+        value = report["metrics"][stage][key]
+        rows = [line for line in readme if line.startswith(stage) and label in line and target in line]
+        assert rows, f"the README's table has no row {stage} / {label} / {target}"
+        if (stage, key) in KNOWN_MISSES:
+            assert any("miss" in line for line in rows), f"{stage} / {label}: a known miss the README hides"
+        else:
+            assert value is not None and meets(value, target), (stage, key, value, target)
     m = report["metrics"]
-    assert m["pretrain"]["fact_accuracy"] > m["pretrain"]["fact_accuracy_untrained"] + 0.2
-    assert m["sft"]["answer_accuracy"] > 0.5
-    assert m["reward"]["pairwise_accuracy"] > 0.75
-    assert m["ppo"]["gold_reward_policy"] > m["ppo"]["gold_reward_sft"]
-    assert m["ppo"]["kl_to_sft"] > 0
+    assert m["pretrain"]["fact_accuracy"] > m["pretrain"]["fact_accuracy_untrained"]
+    assert m["ppo"]["kl_to_sft"] > 0 and m["dpo"]["kl_to_sft"] > 0
     # DPO answers the prompts PPO answers, and its SFT answers are PPO's (same model, seed and batches)
     assert m["dpo"]["gold_reward_sft"] == m["ppo"]["gold_reward_sft"] and m["dpo"]["eval_prompts"] == 192
-    assert (
-        m["dpo"]["gold_reward_gain_ci_low"]
-        <= m["dpo"]["gold_reward_gain"]
-        <= m["dpo"]["gold_reward_gain_ci_high"]
-    )
-    assert m["dpo"]["eval_reward_accuracy"] > 0.6 and m["dpo"]["kl_to_sft"] > 0
     assert [r["metric"] for r in report["rows"] if r["stage"] == "dpo"][2] == "gain (DPO - SFT)"
-    assert m["moderation-train"]["f1"] > 0.8
-    assert m["pipeline"]["unsafe_blocked_rate"] > 0.8 and m["pipeline"]["safe_answered_rate"] > 0.8
     on_disk = json.loads((run_dir / "report.json").read_text())
     assert [r["key"] for r in on_disk["rows"]] == [r["key"] for r in report["rows"]]
     for stage in ("tokenizer", "pretrain", "sft", "reward", "ppo", "dpo", "moderation-train"):
@@ -72,8 +60,7 @@ def test_every_stage_moves_its_gold_metric_the_right_way(quickstart_run):
 @pytest.mark.slow
 def test_a_second_run_skips_finished_stages(quickstart_run, capsys):
     run_dir, report = quickstart_run
-    recipe = run_dir.parent / "recipe"
-    again = main(QuickstartArguments(output_dir=str(run_dir), config_dir=str(recipe), with_dpo=True))
+    again = main(QuickstartArguments(output_dir=str(run_dir), config_dir=str(RECIPE), with_dpo=True))
     out = capsys.readouterr().out
     assert out.count("skipping") == 7
     assert again["metrics"]["ppo"] == report["metrics"]["ppo"]
