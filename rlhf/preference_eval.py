@@ -21,20 +21,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from rlhf.evaluation import (
-    _batches_by_length,
-    _device,
-    _right_pad,
-    conversation_ids,
-    gold_rank_correlation,
-    markdown_table,
-    pairwise_accuracy,
-    plot_histogram,
-    prompt_ids,
-    prompt_text,
-    score_sequences,
-    write_jsonl,
-)
+from rlhf.batching import _batches_by_length, _device, _right_pad
+from rlhf.dataset_formats import conversation_ids, prompt_ids
+from rlhf.reporting import markdown_table, plot_histogram, prompt_text, write_jsonl
+from rlhf.scoring import gold_rank_correlation, score_sequences
+from rlhf.statistics import pairwise_accuracy
 from rlhf.task.builtin import answer_sets
 
 logger = logging.getLogger(__name__)
