@@ -1,8 +1,8 @@
 """Batches for forward passes and ``generate`` outside a trainer: index batches of similar length, padding.
 
-Sequences are grouped by length first (:func:`_batches_by_length`) so a batch carries little padding; prompts
-for ``generate`` are padded on the left (:func:`_left_pad`), whole sequences read by a forward pass on the
-right (:func:`_right_pad`).
+Sequences are grouped by length first (:func:`batches_by_length`) so a batch carries little padding; prompts
+for ``generate`` are padded on the left (:func:`left_pad`), whole sequences read by a forward pass on the
+right (:func:`right_pad`). Each pad function returns ``(input_ids, attention_mask)``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 
 
-def _left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -22,7 +22,7 @@ def _left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor,
     return ids, mask
 
 
-def _right_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def right_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -32,11 +32,12 @@ def _right_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor
     return ids, mask
 
 
-def _device(model) -> torch.device:
+def model_device(model) -> torch.device:
+    """The device of the model's (first) parameters."""
     return next(model.parameters()).device
 
 
-def _batches_by_length(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+def batches_by_length(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     """Indices grouped into batches of similar length (less padding); every index once."""
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]

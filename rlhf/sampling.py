@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from rlhf.batching import _batches_by_length, _device, _left_pad, _right_pad
+from rlhf.batching import batches_by_length, left_pad, model_device, right_pad
 from rlhf.dataset_formats import Messages, prompt_ids
 
 # ----------------------------------------------------------------------------------------------
@@ -51,11 +51,11 @@ def generate_responses(
         torch.manual_seed(seed)
     sampling = {"temperature": temperature, "top_k": 0, "top_p": 1.0} if do_sample else {}
     try:
-        for batch in _batches_by_length([len(e) for e in encoded], batch_size):
-            ids, mask = _left_pad([encoded[i] for i in batch], pad)
+        for batch in batches_by_length([len(e) for e in encoded], batch_size):
+            ids, mask = left_pad([encoded[i] for i in batch], pad)
             out = model.generate(
-                input_ids=ids.to(_device(model)),
-                attention_mask=mask.to(_device(model)),
+                input_ids=ids.to(model_device(model)),
+                attention_mask=mask.to(model_device(model)),
                 max_new_tokens=max_new_tokens,
                 eos_token_id=eos,
                 pad_token_id=pad,
@@ -100,11 +100,11 @@ def sequence_logprobs(
     rows = [(prompt_ids(tokenizer, p), list(r)) for p, r in zip(prompts, responses, strict=True)]
     totals = [0.0] * len(rows)
     try:
-        for batch in _batches_by_length([len(p) + len(r) for p, r in rows], batch_size):
+        for batch in batches_by_length([len(p) + len(r) for p, r in rows], batch_size):
             seqs = [rows[i][0] + rows[i][1] for i in batch]
-            ids, mask = _right_pad(seqs, pad)
+            ids, mask = right_pad(seqs, pad)
             logits = model(
-                input_ids=ids.to(_device(model)), attention_mask=mask.to(_device(model))
+                input_ids=ids.to(model_device(model)), attention_mask=mask.to(model_device(model))
             ).logits.float()
             logprobs = torch.log_softmax(logits[:, :-1], dim=-1).gather(
                 -1, ids[:, 1:, None].to(logits.device)

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from rlhf.batching import _batches_by_length, _device, _right_pad
+from rlhf.batching import batches_by_length, model_device, right_pad
 from rlhf.dataset_formats import Messages, conversation_ids, prompt_ids
 from rlhf.statistics import mean_rank_correlation
 
@@ -44,10 +44,11 @@ def score_sequences(
     reward_model.eval()
     scores: list[float] = [0.0] * len(sequences)
     try:
-        for batch in _batches_by_length([len(s) for s in sequences], batch_size):
-            ids, mask = _right_pad([sequences[i] for i in batch], pad_token_id)
+        for batch in batches_by_length([len(s) for s in sequences], batch_size):
+            ids, mask = right_pad([sequences[i] for i in batch], pad_token_id)
             logits = reward_model(
-                input_ids=ids.to(_device(reward_model)), attention_mask=mask.to(_device(reward_model))
+                input_ids=ids.to(model_device(reward_model)),
+                attention_mask=mask.to(model_device(reward_model)),
             ).logits
             for value, i in zip(logits[:, 0].float().tolist(), batch, strict=True):
                 scores[i] = value
