@@ -23,7 +23,7 @@ import torch
 
 from rlhf.batching import batches_by_length, model_device, right_pad
 from rlhf.dataset_formats import conversation_ids, prompt_ids
-from rlhf.reporting import markdown_table, plot_histogram, prompt_text, write_jsonl
+from rlhf.reporting import markdown_table, plot_curves, plot_histogram, prompt_text, write_jsonl
 from rlhf.scoring import gold_rank_correlation, score_sequences
 from rlhf.statistics import pairwise_accuracy
 from rlhf.task.builtin import answer_sets
@@ -282,7 +282,6 @@ def evaluate_pairs(model, tokenizer, test, script_args) -> tuple[list[dict], dic
 def write_pair_outputs(output_dir, rows: list[dict], metrics: dict, log_history, card_samples: int) -> str:
     """The reward stage's plots (held-out reward histogram, loss) and ``pairs.jsonl``; returns the model card's
     table of the first ``card_samples`` held-out pairs."""
-    from rlhf.runs import plot_curves
     from rlhf.stages import curves
 
     plot_histogram(

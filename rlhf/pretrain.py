@@ -608,7 +608,8 @@ def train_loop(
 def main(args: PretrainArguments) -> dict:
     """Pretrain (or continue pretraining) a causal LM; returns the metrics written to ``metrics.json``."""
     from rlhf.corpus import load_text_corpus
-    from rlhf.runs import plot_curves, stage_run
+    from rlhf.reporting import plot_curves
+    from rlhf.runs import stage_run
 
     wall_start = time.perf_counter()
     with stage_run("pretrain", args) as run:  # every process: all of them stop on a refused output_dir

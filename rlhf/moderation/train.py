@@ -32,7 +32,8 @@ from trl import ModelConfig
 from rlhf.config import ConfigError, run_cli
 from rlhf.moderation.data import Examples, build_examples, load_split
 from rlhf.moderation.normalize import normalize
-from rlhf.runs import plot_curves, stage_run
+from rlhf.reporting import plot_curves
+from rlhf.runs import stage_run
 
 logger = logging.getLogger(__name__)
 
