@@ -42,11 +42,11 @@ from rlhf.precision import bf16_supported
 from rlhf.pretrain_checkpoints import (
     STATE_FILE,
     TrainState,
-    _guard_unfinished_checkpoints,
+    guard_unfinished_checkpoints,
     resolve_checkpoint,
     save_checkpoint,
 )
-from rlhf.pretrain_eval import _load_facts, evaluate_loss, fact_accuracy
+from rlhf.pretrain_eval import evaluate_loss, fact_accuracy, load_facts
 from rlhf.pretrain_model import build_model, build_optimizer, load_or_train_tokenizer
 
 
@@ -377,7 +377,7 @@ def main(args: PretrainArguments) -> dict:
             log_with="tensorboard" if use_tensorboard else None,
             project_dir=str(output_dir),
         )
-        _guard_unfinished_checkpoints(args, output_dir, delete=accelerator.is_main_process)
+        guard_unfinished_checkpoints(args, output_dir, delete=accelerator.is_main_process)
         accelerator.wait_for_everyone()
         if args.bf16 and not use_bf16:
             accelerator.print(
@@ -410,7 +410,7 @@ def main(args: PretrainArguments) -> dict:
         accelerator.register_for_checkpointing(scheduler)
 
         state = TrainState(global_batch=args.per_device_train_batch_size * accelerator.num_processes)
-        facts = _load_facts(args) if args.eval_facts else None
+        facts = load_facts(args) if args.eval_facts else None
         if checkpoint is not None:
             accelerator.load_state(str(checkpoint))
             saved = TrainState.load(checkpoint / STATE_FILE)

@@ -84,7 +84,7 @@ def save_checkpoint(
     return final
 
 
-def _guard_unfinished_checkpoints(args: PretrainArguments, output_dir: Path, delete: bool) -> None:
+def guard_unfinished_checkpoints(args: PretrainArguments, output_dir: Path, delete: bool) -> None:
     """Starting fresh over an unfinished run's checkpoints would mix two runs: refuse, or clear them."""
     old = _checkpoints(output_dir) + sorted(output_dir.glob("checkpoint-*.tmp"))
     if not old or args.resume_from_checkpoint is not None:

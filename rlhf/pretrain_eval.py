@@ -81,7 +81,7 @@ def fact_accuracy(accelerator: Accelerator, model, tokenizer, facts, args: Pretr
     return totals[0].item() / max(totals[1].item(), 1)
 
 
-def _load_facts(args: PretrainArguments):
+def load_facts(args: PretrainArguments):
     """The built-in task's held-out fact prompts of ``args.fact_split`` (None for other corpora)."""
     if args.dataset_name != "builtin":
         return None

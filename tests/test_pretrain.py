@@ -229,8 +229,8 @@ def test_two_cpu_processes_under_accelerate_launch(tmp_path):
 
 
 def test_an_unknown_fact_split_is_a_config_error():
-    from rlhf.pretrain_eval import _load_facts
+    from rlhf.pretrain_eval import load_facts
 
-    assert len(_load_facts(PretrainArguments(fact_split="validation"))) == 96
+    assert len(load_facts(PretrainArguments(fact_split="validation"))) == 96
     with pytest.raises(ConfigError, match="fact_split: expected one of validation, test, blind"):
-        _load_facts(PretrainArguments(fact_split="held-out"))
+        load_facts(PretrainArguments(fact_split="held-out"))
