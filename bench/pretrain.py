@@ -2,7 +2,7 @@
 
     python bench/pretrain.py [--config configs/quickstart/pretrain.yaml] [--steps 20] [--min_rounds 5]
 
-Both loops run in this process on identical copies of the model built by ``rlhf.pretrain.build_model``
+Both loops run in this process on identical copies of the model built by ``rlhf.pretrain_model.build_model``
 from the recipe. The repo side is ``rlhf.pretrain.train_loop`` itself -- the function ``rlhf pretrain``
 runs -- with evaluation and checkpointing off (they are excluded from the stage's own tokens/s too);
 the plain side is forward, backward, AdamW step, zero_grad. Both run on the device accelerate picks (a GPU
@@ -36,16 +36,11 @@ from _stats import describe, paired_ratio, paired_rounds  # noqa: E402
 from accelerate import Accelerator  # noqa: E402
 
 from rlhf.config import parse_args  # noqa: E402
-from rlhf.corpus import load_text_corpus  # noqa: E402
+from rlhf.corpus import load_text_corpus, pack_blocks  # noqa: E402
 from rlhf.precision import bf16_supported  # noqa: E402
-from rlhf.pretrain import (  # noqa: E402
-    PretrainArguments,
-    TrainState,
-    build_model,
-    build_optimizer,
-    pack_blocks,
-    train_loop,
-)
+from rlhf.pretrain import PretrainArguments, train_loop  # noqa: E402
+from rlhf.pretrain_checkpoints import TrainState  # noqa: E402
+from rlhf.pretrain_model import build_model, build_optimizer  # noqa: E402
 from rlhf.tokenizer import train_tokenizer  # noqa: E402
 
 

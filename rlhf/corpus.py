@@ -1,8 +1,11 @@
-"""Plain-text corpora for the tokenizer and pretraining stages.
+"""Plain-text corpora for the tokenizer and pretraining stages, and the blocks pretraining reads them in.
 
 A corpus is a ``datasets.DatasetDict`` with a ``train`` and a ``validation`` split and one text
 column. It comes from the built-in task (``"builtin"``), a local file or folder (JSON/JSONL, TXT,
 Parquet, CSV; a folder of ``<split>.<ext>`` files such as ``rlhf data`` writes), or a Hub id.
+
+Pretraining packs a split's documents into fixed-length blocks (:func:`pack_blocks`) and reads them in an
+order that depends only on (seed, epoch) (:class:`BlockOrder`), so a resumed run sees the same batches.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
 from datasets import DatasetDict, load_dataset
 
 from rlhf.config import ConfigError
@@ -105,3 +109,49 @@ def load_text_corpus(
         if len(split) == 0:
             raise CorpusError(f"dataset '{dataset_name}': split '{split_name}' is empty")
     return corpus
+
+
+# ----------------------------------------------------------------------------------------------
+# data: packed blocks in an order that depends only on (seed, epoch)
+
+
+def pack_blocks(texts: list[str], tokenizer, block_size: int) -> torch.Tensor:
+    """Tokenize ``texts``, join them with the eos token after each, and cut into ``[n, block_size]``.
+
+    The tail that does not fill a whole block is dropped. Returns an int64 tensor.
+    """
+    if tokenizer.eos_token_id is None:
+        raise ConfigError("the tokenizer has no eos_token: documents cannot be separated")
+    ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    stream = [token for doc in ids for token in (*doc, tokenizer.eos_token_id)]
+    n_blocks = len(stream) // block_size
+    return torch.tensor(stream[: n_blocks * block_size], dtype=torch.long).view(n_blocks, block_size)
+
+
+class BlockOrder:
+    """Micro-batch ``m`` of process ``rank``: a pure function of (seed, m), so a resumed run skips exactly.
+
+    Each epoch is a fresh permutation of all blocks seeded by ``seed + epoch``; consecutive slices of
+    ``batch_size * num_processes`` blocks form the global micro-batches (a partial last one is dropped),
+    and process ``rank`` takes its own ``batch_size`` rows of each.
+    """
+
+    def __init__(self, n_blocks: int, batch_size: int, num_processes: int, rank: int, seed: int):
+        self.global_batch = batch_size * num_processes
+        self.batches_per_epoch = n_blocks // self.global_batch
+        if self.batches_per_epoch == 0:
+            raise ConfigError(
+                f"the corpus packs into only {n_blocks} blocks, fewer than one global batch "
+                f"({batch_size} x {num_processes} processes): lower per_device_train_batch_size or block_size"
+            )
+        self.n_blocks, self.batch_size, self.rank, self.seed = n_blocks, batch_size, rank, seed
+        self._epoch, self._perm = -1, None
+
+    def __call__(self, micro_step: int) -> torch.Tensor:
+        """Indices (into the packed blocks) of this process's rows of global micro-batch ``micro_step``."""
+        epoch, i = divmod(micro_step, self.batches_per_epoch)
+        if epoch != self._epoch:
+            generator = torch.Generator().manual_seed(self.seed + epoch)
+            self._epoch, self._perm = epoch, torch.randperm(self.n_blocks, generator=generator)
+        start = i * self.global_batch + self.rank * self.batch_size
+        return self._perm[start : start + self.batch_size]

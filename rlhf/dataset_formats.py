@@ -9,6 +9,8 @@ Every kind of data comes out in one of TRL's standard conversational formats:
 Converters: raw Anthropic HH-RLHF dialogues (:func:`hh_rlhf_to_preference`), plain strings and JSON-in-CSV
 cells (:func:`to_conversational`), implicit prompts (:func:`split_implicit_prompt`). Human preference files
 (PandaLM, pairwise judgments) are :mod:`rlhf.preferences`; loading and splitting is :mod:`rlhf.datasets`.
+The token ids a row becomes through the tokenizer's chat template, the same in training and in evaluation,
+are :func:`prompt_ids` and :func:`conversation_ids`.
 A row that does not fit raises :class:`DatasetFormatError` naming the dataset, the split, the column and
 the columns that are there.
 """
@@ -176,6 +178,40 @@ def prompt_of_conversation(messages: list[dict[str, str]]) -> list[dict[str, str
         if messages[i]["role"] == "assistant":
             return messages[:i]
     return messages
+
+
+# ----------------------------------------------------------------------------------------------
+# token ids: what the trainers and the evaluations feed a model
+
+
+Messages = list[dict[str, str]]
+
+
+def _ids(encoded: Any) -> list[int]:
+    """``apply_chat_template(tokenize=True)`` returns a list or a BatchEncoding depending on the version."""
+    if hasattr(encoded, "keys"):
+        encoded = encoded["input_ids"]
+    return list(encoded)
+
+
+def prompt_ids(tokenizer, prompt: Messages | str) -> list[int]:
+    """Token ids of a prompt rendered for answering: chat template plus the assistant's generation prompt."""
+    if isinstance(prompt, str):
+        prompt = [{"role": "user", "content": prompt}]
+    return _ids(tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True))
+
+
+def conversation_ids(tokenizer, prompt: Messages, answer: Messages) -> list[int]:
+    """Token ids of ``prompt + answer`` through the chat template, cut right after the answer's end-of-turn token.
+
+    That is where a generated answer stops (generation ends at EOS), so a reward model trained on these ids
+    is read at the same position in training, in PPO's rollouts and in evaluation.
+    """
+    ids = _ids(tokenizer.apply_chat_template(list(prompt) + list(answer), tokenize=True))
+    eos = tokenizer.eos_token_id
+    if eos is not None and eos in ids:
+        ids = ids[: len(ids) - ids[::-1].index(eos)]
+    return ids
 
 
 # ----------------------------------------------------------------------------------------------

@@ -33,7 +33,8 @@ from rlhf.policy_eval import (
     unique_prompts,
     write_comparison,
 )
-from rlhf.runs import plot_curves, stage_run
+from rlhf.reporting import plot_curves
+from rlhf.runs import stage_run
 
 
 @dataclass

@@ -16,19 +16,10 @@ import json
 import time
 from dataclasses import dataclass, field
 
-from rlhf.evaluation import (
-    bootstrap_ci,
-    builtin_judge,
-    decode_responses,
-    generate_responses,
-    gold_scores,
-    kl_to_reference,
-    markdown_table,
-    mean,
-    prompt_text,
-    reward_of_responses,
-    write_jsonl,
-)
+from rlhf.reporting import markdown_table, prompt_text, write_jsonl
+from rlhf.sampling import decode_responses, generate_responses, kl_to_reference
+from rlhf.scoring import builtin_judge, gold_scores, reward_of_responses
+from rlhf.statistics import bootstrap_ci, mean
 
 
 @dataclass

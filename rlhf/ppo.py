@@ -36,6 +36,7 @@ from rlhf import stages
 from rlhf.config import ConfigError, load_yaml_config, run_cli
 from rlhf.models import save_merged
 from rlhf.policy_eval import PolicyEvalArguments, compare_policies, sft_reference, write_comparison
+from rlhf.reporting import plot_curves
 from rlhf.rl_trainers import (  # noqa: F401  (RLOOConfig, GRPOConfig: imported from here too)
     CONFIGS,
     GRPOConfig,
@@ -46,7 +47,7 @@ from rlhf.rl_trainers import (  # noqa: F401  (RLOOConfig, GRPOConfig: imported 
     response_length,
     reward_model_path,
 )
-from rlhf.runs import plot_curves, stage_run
+from rlhf.runs import stage_run
 from rlhf.shared_base import count_policy_parameters, load_rl_models, policy_adapter_only
 
 ALGORITHMS = ("ppo", "rloo", "grpo")

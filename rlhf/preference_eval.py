@@ -21,20 +21,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from rlhf.evaluation import (
-    _batches_by_length,
-    _device,
-    _right_pad,
-    conversation_ids,
-    gold_rank_correlation,
-    markdown_table,
-    pairwise_accuracy,
-    plot_histogram,
-    prompt_ids,
-    prompt_text,
-    score_sequences,
-    write_jsonl,
-)
+from rlhf.batching import batches_by_length, model_device, right_pad
+from rlhf.dataset_formats import conversation_ids, prompt_ids
+from rlhf.reporting import markdown_table, plot_curves, plot_histogram, prompt_text, write_jsonl
+from rlhf.scoring import gold_rank_correlation, score_sequences
+from rlhf.statistics import pairwise_accuracy
 from rlhf.task.builtin import answer_sets
 
 logger = logging.getLogger(__name__)
@@ -113,9 +104,9 @@ def mean_answer_logprobs(
     model.eval()
     out = [0.0] * len(sequences)
     try:
-        for batch in _batches_by_length([len(s) for s in sequences], batch_size):
-            ids, mask = _right_pad([sequences[i] for i in batch], pad_token_id)
-            ids, mask = ids.to(_device(model)), mask.to(_device(model))
+        for batch in batches_by_length([len(s) for s in sequences], batch_size):
+            ids, mask = right_pad([sequences[i] for i in batch], pad_token_id)
+            ids, mask = ids.to(model_device(model)), mask.to(model_device(model))
             logits = model(input_ids=ids, attention_mask=mask).logits.float()
             logprobs = torch.log_softmax(logits[:, :-1], -1).gather(-1, ids[:, 1:, None])[..., 0]
             for j, i in enumerate(batch):
@@ -291,7 +282,6 @@ def evaluate_pairs(model, tokenizer, test, script_args) -> tuple[list[dict], dic
 def write_pair_outputs(output_dir, rows: list[dict], metrics: dict, log_history, card_samples: int) -> str:
     """The reward stage's plots (held-out reward histogram, loss) and ``pairs.jsonl``; returns the model card's
     table of the first ``card_samples`` held-out pairs."""
-    from rlhf.runs import plot_curves
     from rlhf.stages import curves
 
     plot_histogram(

@@ -15,14 +15,16 @@ device placement, DDP/FSDP/DeepSpeed wrapping, mixed precision and checkpoint I/
 
 The data order is a pure function of (seed, epoch): block ``i`` of micro-batch ``m`` is the same on
 every run, so a resumed run sees exactly the batches an uninterrupted one would have seen.
+
+This module holds the settings, the loop and the stage; the pieces the loop calls live in modules named
+for them: the corpus and its blocks (:mod:`rlhf.corpus`), the tokenizer, model and optimizer
+(:mod:`rlhf.pretrain_model`), held-out loss and fact accuracy (:mod:`rlhf.pretrain_eval`), checkpoints and
+the state a resume needs (:mod:`rlhf.pretrain_checkpoints`).
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import shutil
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -33,12 +35,19 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from rlhf.config import ConfigError, config_to_dict, run_cli
+from rlhf.corpus import BlockOrder, load_text_corpus, pack_blocks
 from rlhf.precision import bf16_supported
-
-STATE_FILE = "trainer_state.json"  # our part of a checkpoint: step, data position, loss history
+from rlhf.pretrain_checkpoints import (
+    STATE_FILE,
+    TrainState,
+    guard_unfinished_checkpoints,
+    resolve_checkpoint,
+    save_checkpoint,
+)
+from rlhf.pretrain_eval import evaluate_loss, fact_accuracy, load_facts
+from rlhf.pretrain_model import build_model, build_optimizer, load_or_train_tokenizer
 
 
 @dataclass
@@ -257,258 +266,6 @@ class PretrainArguments:
 
 
 # ----------------------------------------------------------------------------------------------
-# data: packed blocks in an order that depends only on (seed, epoch)
-
-
-def pack_blocks(texts: list[str], tokenizer, block_size: int) -> torch.Tensor:
-    """Tokenize ``texts``, join them with the eos token after each, and cut into ``[n, block_size]``.
-
-    The tail that does not fill a whole block is dropped. Returns an int64 tensor.
-    """
-    if tokenizer.eos_token_id is None:
-        raise ConfigError("the tokenizer has no eos_token: documents cannot be separated")
-    ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
-    stream = [token for doc in ids for token in (*doc, tokenizer.eos_token_id)]
-    n_blocks = len(stream) // block_size
-    return torch.tensor(stream[: n_blocks * block_size], dtype=torch.long).view(n_blocks, block_size)
-
-
-class BlockOrder:
-    """Micro-batch ``m`` of process ``rank``: a pure function of (seed, m), so a resumed run skips exactly.
-
-    Each epoch is a fresh permutation of all blocks seeded by ``seed + epoch``; consecutive slices of
-    ``batch_size * num_processes`` blocks form the global micro-batches (a partial last one is dropped),
-    and process ``rank`` takes its own ``batch_size`` rows of each.
-    """
-
-    def __init__(self, n_blocks: int, batch_size: int, num_processes: int, rank: int, seed: int):
-        self.global_batch = batch_size * num_processes
-        self.batches_per_epoch = n_blocks // self.global_batch
-        if self.batches_per_epoch == 0:
-            raise ConfigError(
-                f"the corpus packs into only {n_blocks} blocks, fewer than one global batch "
-                f"({batch_size} x {num_processes} processes): lower per_device_train_batch_size or block_size"
-            )
-        self.n_blocks, self.batch_size, self.rank, self.seed = n_blocks, batch_size, rank, seed
-        self._epoch, self._perm = -1, None
-
-    def __call__(self, micro_step: int) -> torch.Tensor:
-        """Indices (into the packed blocks) of this process's rows of global micro-batch ``micro_step``."""
-        epoch, i = divmod(micro_step, self.batches_per_epoch)
-        if epoch != self._epoch:
-            generator = torch.Generator().manual_seed(self.seed + epoch)
-            self._epoch, self._perm = epoch, torch.randperm(self.n_blocks, generator=generator)
-        start = i * self.global_batch + self.rank * self.batch_size
-        return self._perm[start : start + self.batch_size]
-
-
-# ----------------------------------------------------------------------------------------------
-# tokenizer and model
-
-
-def load_or_train_tokenizer(args: PretrainArguments, train_texts: list[str], accelerator: Accelerator):
-    """The tokenizer named in ``args``, the model's own, or one trained here and saved in output_dir."""
-    if args.tokenizer_name_or_path or args.model_name_or_path:
-        tokenizer = AutoTokenizer.from_pretrained(args.tokenizer_name_or_path or args.model_name_or_path)
-        if tokenizer.pad_token is None:  # many base models ship without one; padding only matters at eval
-            tokenizer.pad_token = tokenizer.eos_token
-        return tokenizer
-    from rlhf.tokenizer import train_tokenizer
-
-    output_dir = Path(args.output_dir)
-    saved = (output_dir / "tokenizer.json").is_file() and args.resume_from_checkpoint is not None
-    if accelerator.is_main_process and not saved:  # train once, share through the output directory
-        model_max_length = args.max_position_embeddings or args.block_size
-        train_tokenizer(
-            train_texts, args.tokenizer_vocab_size, model_max_length=model_max_length
-        ).save_pretrained(output_dir)
-    accelerator.wait_for_everyone()
-    return AutoTokenizer.from_pretrained(output_dir)
-
-
-def build_model(args: PretrainArguments, tokenizer) -> torch.nn.Module:
-    """Load ``model_name_or_path`` or build a fresh causal LM of ``model_type`` sized by ``args`` (fp32)."""
-    if args.model_name_or_path:
-        model = AutoModelForCausalLM.from_pretrained(args.model_name_or_path, dtype=torch.float32)
-        if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
-            model.resize_token_embeddings(len(tokenizer))
-        return model
-    config = AutoConfig.for_model(
-        args.model_type,
-        vocab_size=len(tokenizer),
-        hidden_size=args.hidden_size,
-        num_hidden_layers=args.num_hidden_layers,
-        num_attention_heads=args.num_attention_heads,
-        num_key_value_heads=args.num_key_value_heads or args.num_attention_heads,
-        intermediate_size=args.intermediate_size,
-        max_position_embeddings=args.max_position_embeddings or args.block_size,
-        tie_word_embeddings=args.tie_word_embeddings,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    torch.manual_seed(args.seed)  # the init depends on the seed only
-    return AutoModelForCausalLM.from_config(config)
-
-
-def build_optimizer(args: PretrainArguments, model: torch.nn.Module):
-    """AdamW (decay on >=2-D weights only) and a warmup + cosine schedule in optimizer steps."""
-    decay, no_decay = [], []
-    for param in model.parameters():
-        if param.requires_grad:
-            (decay if param.dim() >= 2 else no_decay).append(param)
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=args.learning_rate,
-        betas=(args.adam_beta1, args.adam_beta2),
-        eps=args.adam_epsilon,
-    )
-
-    def lr_factor(step: int) -> float:  # multiplier of learning_rate for optimizer step `step` (0-based)
-        if step < args.warmup_steps:
-            return (step + 1) / args.warmup_steps
-        progress = min(1.0, (step - args.warmup_steps) / max(1, args.max_steps - args.warmup_steps))
-        return args.min_lr_ratio + (1 - args.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
-
-
-# ----------------------------------------------------------------------------------------------
-# evaluation
-
-
-@torch.no_grad()
-def evaluate_loss(accelerator: Accelerator, model, blocks: torch.Tensor, batch_size: int) -> float:
-    """Mean next-token loss (nats/token) over all ``blocks``, split across processes."""
-    raw_model = accelerator.unwrap_model(model)
-    was_training = raw_model.training
-    raw_model.eval()
-    totals = torch.zeros(2, dtype=torch.float64, device=accelerator.device)  # (sum of losses, tokens)
-    shard = blocks[accelerator.process_index :: accelerator.num_processes]
-    for start in range(0, len(shard), batch_size):
-        input_ids = shard[start : start + batch_size].to(accelerator.device)
-        with accelerator.autocast():
-            loss = raw_model(input_ids=input_ids, labels=input_ids).loss  # mean over n x (block_size - 1)
-        n_targets = input_ids.shape[0] * (input_ids.shape[1] - 1)
-        totals[0] += loss.double() * n_targets
-        totals[1] += n_targets
-    totals = accelerator.reduce(totals, reduction="sum")
-    raw_model.train(was_training)
-    return (totals[0] / totals[1]).item()
-
-
-@torch.no_grad()
-def complete(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int = 64) -> list[str]:
-    """Greedy completions of ``prompts`` (batched, left-padded), decoded without special tokens."""
-    padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"
-    was_training = model.training
-    model.eval()
-    completions = []
-    try:
-        for start in range(0, len(prompts), batch_size):
-            batch = tokenizer(prompts[start : start + batch_size], return_tensors="pt", padding=True).to(
-                model.device
-            )
-            output = model.generate(
-                **batch,
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-            )
-            new_tokens = output[:, batch["input_ids"].shape[1] :]
-            completions += tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-    finally:
-        tokenizer.padding_side = padding_side
-        model.train(was_training)
-    return completions
-
-
-def fact_accuracy(accelerator: Accelerator, model, tokenizer, facts, args: PretrainArguments) -> float:
-    """Share of the built-in task's held-out fact prompts the model completes correctly (greedy).
-
-    ``facts`` has ``prompt`` and ``answer`` columns; prompts are split across processes.
-    """
-    from rlhf.task import fact_completion_correct
-
-    rows = list(range(accelerator.process_index, len(facts), accelerator.num_processes))
-    prompts = [facts[i]["prompt"] for i in rows]
-    completions = complete(accelerator.unwrap_model(model), tokenizer, prompts, args.fact_max_new_tokens)
-    correct = sum(
-        bool(fact_completion_correct(facts[i]["prompt"], completion, facts[i]["answer"]))
-        for i, completion in zip(rows, completions, strict=True)
-    )
-    totals = accelerator.reduce(
-        torch.tensor([correct, len(rows)], device=accelerator.device), reduction="sum"
-    )
-    return totals[0].item() / max(totals[1].item(), 1)
-
-
-# ----------------------------------------------------------------------------------------------
-# checkpoints
-
-
-@dataclass
-class TrainState:
-    """What the loop needs besides model/optimizer/scheduler/RNG to continue exactly."""
-
-    step: int = 0  # optimizer steps done
-    micro_step: int = 0  # global micro-batches consumed: the data position
-    tokens_seen: int = 0  # training tokens processed, all processes together
-    train_time_s: float = 0.0  # seconds spent in training steps (evaluation and checkpointing excluded)
-    global_batch: int = 0  # blocks per global micro-batch; a resume must use the same
-    fact_accuracy_untrained: float | None = None
-    train_loss: list = field(default_factory=list)  # [(step, loss)]
-    eval_loss: list = field(default_factory=list)  # [(step, loss)]
-
-    def save(self, path: Path) -> None:
-        path.write_text(json.dumps(self.__dict__, indent=1))
-
-    @classmethod
-    def load(cls, path: Path) -> TrainState:
-        return cls(**json.loads(path.read_text()))
-
-
-def _checkpoints(output_dir: Path) -> list[Path]:
-    """Complete checkpoints in ``output_dir``, oldest first (a killed save leaves only a ``.tmp`` dir)."""
-    found = [p for p in output_dir.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
-    return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
-
-
-def resolve_checkpoint(resume_from_checkpoint: str | None, output_dir: Path) -> Path | None:
-    """The checkpoint directory to resume from: ``"latest"`` -> the newest in ``output_dir`` (or None)."""
-    if resume_from_checkpoint is None:
-        return None
-    if resume_from_checkpoint == "latest":
-        found = _checkpoints(output_dir)
-        return found[-1] if found else None
-    path = Path(resume_from_checkpoint)
-    if not (path / STATE_FILE).is_file():
-        raise ConfigError(f"resume_from_checkpoint '{path}' is not a complete checkpoint (no {STATE_FILE})")
-    return path
-
-
-def save_checkpoint(
-    accelerator: Accelerator, output_dir: Path, state: TrainState, total_limit: int | None
-) -> Path:
-    """Write ``checkpoint-<step>`` atomically: saved under a ``.tmp`` name, renamed when complete."""
-    final = output_dir / f"checkpoint-{state.step}"
-    tmp = output_dir / f"checkpoint-{state.step}.tmp"
-    if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))  # model, optimizer, registered scheduler, every process's RNG
-    if accelerator.is_main_process:
-        state.save(tmp / STATE_FILE)
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-        for old in _checkpoints(output_dir)[: -total_limit if total_limit else 0]:
-            shutil.rmtree(old)
-    accelerator.wait_for_everyone()
-    return final
-
-
-# ----------------------------------------------------------------------------------------------
 # the loop
 
 
@@ -607,8 +364,8 @@ def train_loop(
 
 def main(args: PretrainArguments) -> dict:
     """Pretrain (or continue pretraining) a causal LM; returns the metrics written to ``metrics.json``."""
-    from rlhf.corpus import load_text_corpus
-    from rlhf.runs import plot_curves, stage_run
+    from rlhf.reporting import plot_curves
+    from rlhf.runs import stage_run
 
     wall_start = time.perf_counter()
     with stage_run("pretrain", args) as run:  # every process: all of them stop on a refused output_dir
@@ -620,7 +377,7 @@ def main(args: PretrainArguments) -> dict:
             log_with="tensorboard" if use_tensorboard else None,
             project_dir=str(output_dir),
         )
-        _guard_unfinished_checkpoints(args, output_dir, delete=accelerator.is_main_process)
+        guard_unfinished_checkpoints(args, output_dir, delete=accelerator.is_main_process)
         accelerator.wait_for_everyone()
         if args.bf16 and not use_bf16:
             accelerator.print(
@@ -653,7 +410,7 @@ def main(args: PretrainArguments) -> dict:
         accelerator.register_for_checkpointing(scheduler)
 
         state = TrainState(global_batch=args.per_device_train_batch_size * accelerator.num_processes)
-        facts = _load_facts(args) if args.eval_facts else None
+        facts = load_facts(args) if args.eval_facts else None
         if checkpoint is not None:
             accelerator.load_state(str(checkpoint))
             saved = TrainState.load(checkpoint / STATE_FILE)
@@ -734,32 +491,6 @@ def main(args: PretrainArguments) -> dict:
         accelerator.wait_for_everyone()
         accelerator.end_training()  # closes the trackers and, under DDP, the process group: keep it last
     return metrics
-
-
-def _load_facts(args: PretrainArguments):
-    """The built-in task's held-out fact prompts of ``args.fact_split`` (None for other corpora)."""
-    if args.dataset_name != "builtin":
-        return None
-    from rlhf.task import load_builtin
-
-    facts = load_builtin("facts", seed=args.task_seed, **args.task_kwargs())
-    if args.fact_split not in facts:
-        raise ConfigError(f"fact_split: expected one of {', '.join(facts)}, got '{args.fact_split}'")
-    return facts[args.fact_split]
-
-
-def _guard_unfinished_checkpoints(args: PretrainArguments, output_dir: Path, delete: bool) -> None:
-    """Starting fresh over an unfinished run's checkpoints would mix two runs: refuse, or clear them."""
-    old = _checkpoints(output_dir) + sorted(output_dir.glob("checkpoint-*.tmp"))
-    if not old or args.resume_from_checkpoint is not None:
-        return
-    if not args.overwrite_output_dir:
-        raise ConfigError(
-            f"output_dir '{output_dir}' holds checkpoints of an unfinished run ({old[-1].name}); "
-            "pass --resume_from_checkpoint latest to continue it, or --overwrite_output_dir true to start over"
-        )
-    for path in old if delete else []:
-        shutil.rmtree(path)
 
 
 def _tensorboard_installed() -> bool:

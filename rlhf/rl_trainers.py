@@ -21,8 +21,9 @@ from trl.experimental.ppo import PPOConfig as TRLPPOConfig
 from trl.experimental.ppo import PPOTrainer
 
 from rlhf.config import ConfigError
-from rlhf.evaluation import prompt_ids, score_sequences
+from rlhf.dataset_formats import prompt_ids
 from rlhf.models import load_causal_lm
+from rlhf.scoring import score_sequences
 from rlhf.shared_base import RLModels
 from rlhf.stages import CHAT_TEMPLATE_HELP, AutoBF16, check_model_path
 

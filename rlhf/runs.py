@@ -86,37 +86,6 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def plot_curves(
-    path: str | os.PathLike,
-    curves: Mapping[str, Sequence[tuple[float, float]]],
-    title: str,
-    xlabel: str = "step",
-    ylabel: str = "loss",
-) -> Path | None:
-    """Draw one line per named series of (x, y) points into a PNG; returns None without matplotlib."""
-    try:  # a bare Figure: no pyplot state, and a notebook's backend is left alone
-        from matplotlib.figure import Figure
-    except ImportError:
-        logger.warning("matplotlib is not installed (pip install 'rlhf[plots]'); skipping %s", path)
-        return None
-    fig = Figure(figsize=(7, 4.2), dpi=110)
-    ax = fig.subplots()
-    for name, points in curves.items():
-        if points:
-            xs, ys = zip(*points, strict=True)
-            ax.plot(xs, ys, label=name, marker="o" if len(points) < 20 else None, markersize=3)
-    ax.set_title(title)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.grid(alpha=0.3)
-    if len(curves) > 1:
-        ax.legend()
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    return path
-
-
 def write_model_card(
     output_dir: str | os.PathLike,
     *,

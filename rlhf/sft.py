@@ -22,17 +22,12 @@ from trl import ModelConfig, get_peft_config
 
 from rlhf import stages
 from rlhf.config import run_cli
-from rlhf.evaluation import (
-    builtin_judge,
-    generate_answers,
-    gold_scores,
-    markdown_table,
-    mean,
-    prompt_text,
-    write_jsonl,
-)
 from rlhf.models import save_merged
-from rlhf.runs import plot_curves, stage_run
+from rlhf.reporting import markdown_table, plot_curves, prompt_text, write_jsonl
+from rlhf.runs import stage_run
+from rlhf.sampling import generate_answers
+from rlhf.scoring import builtin_judge, gold_scores
+from rlhf.statistics import mean
 
 
 @dataclass

@@ -24,7 +24,7 @@ from transformers import AutoModelForCausalLM, set_seed
 
 from rlhf import dpo
 from rlhf.config import parse_args
-from rlhf.evaluation import prompt_ids
+from rlhf.dataset_formats import prompt_ids
 from rlhf.models import load_reward_model
 
 STAGE_TYPES = (dpo.DPOScriptArguments, dpo.DPOConfig, dpo.ModelConfig)

@@ -10,24 +10,11 @@ from helpers import ToyJudge, good_answer, question, tiny_causal_lm, tiny_tokeni
 from peft import LoraConfig, get_peft_model
 from transformers import LlamaForSequenceClassification
 
-from rlhf.evaluation import (
-    bootstrap_ci,
-    conversation_ids,
-    decode_responses,
-    generate_responses,
-    gold_rank_correlation,
-    gold_scores,
-    kendall_tau_b,
-    kl_to_reference,
-    markdown_table,
-    mean_rank_correlation,
-    pairwise_accuracy,
-    prompt_ids,
-    prompt_text,
-    reward_of_responses,
-    score_sequences,
-    sequence_logprobs,
-)
+from rlhf.dataset_formats import conversation_ids, prompt_ids
+from rlhf.reporting import markdown_table, prompt_text
+from rlhf.sampling import decode_responses, generate_responses, kl_to_reference, sequence_logprobs
+from rlhf.scoring import gold_rank_correlation, gold_scores, reward_of_responses, score_sequences
+from rlhf.statistics import bootstrap_ci, kendall_tau_b, mean_rank_correlation, pairwise_accuracy
 
 
 @pytest.fixture(autouse=True, scope="module")

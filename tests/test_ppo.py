@@ -23,7 +23,7 @@ from transformers import AutoModelForCausalLM, set_seed
 
 from rlhf import policy_eval, ppo
 from rlhf.config import parse_args
-from rlhf.evaluation import prompt_ids
+from rlhf.dataset_formats import prompt_ids
 from rlhf.models import load_reward_model
 from rlhf.shared_base import load_rl_models
 
@@ -248,7 +248,7 @@ def test_rloo_and_grpo_score_completions_where_ppo_does(workdir):
     prompts = [row["prompt"] for row in toy_prompt_rows()[:3]]
     completions = [[40, 41, eos], [42, eos, 43, 44], [45, 46, pad, pad]]  # ended, text after EOS, never ended
     expected = [[40, 41, eos], [42, eos], [45, 46]]
-    from rlhf.evaluation import reward_of_responses
+    from rlhf.scoring import reward_of_responses
 
     assert scorer(prompts, None, completions) == pytest.approx(
         reward_of_responses(reward_model, tokenizer, prompts, expected)

@@ -16,7 +16,10 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from rlhf.config import ConfigError, parse_args
-from rlhf.pretrain import BlockOrder, PretrainArguments, build_optimizer, cli, complete, main, pack_blocks
+from rlhf.corpus import BlockOrder, pack_blocks
+from rlhf.pretrain import PretrainArguments, cli, main
+from rlhf.pretrain_eval import complete
+from rlhf.pretrain_model import build_optimizer
 from rlhf.tokenizer import train_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -226,8 +229,8 @@ def test_two_cpu_processes_under_accelerate_launch(tmp_path):
 
 
 def test_an_unknown_fact_split_is_a_config_error():
-    from rlhf.pretrain import PretrainArguments, _load_facts
+    from rlhf.pretrain_eval import load_facts
 
-    assert len(_load_facts(PretrainArguments(fact_split="validation"))) == 96
+    assert len(load_facts(PretrainArguments(fact_split="validation"))) == 96
     with pytest.raises(ConfigError, match="fact_split: expected one of validation, test, blind"):
-        _load_facts(PretrainArguments(fact_split="held-out"))
+        load_facts(PretrainArguments(fact_split="held-out"))

@@ -25,9 +25,10 @@ from transformers import AutoModelForSequenceClassification, set_seed
 
 from rlhf import preference_eval, reward
 from rlhf.config import parse_args
+from rlhf.dataset_formats import conversation_ids
 from rlhf.datasets import DatasetFormatError
-from rlhf.evaluation import conversation_ids, score_sequences
 from rlhf.models import load_reward_model
+from rlhf.scoring import score_sequences
 
 STAGE_TYPES = (reward.RewardScriptArguments, reward.RewardConfig, reward.ModelConfig)
 
@@ -184,7 +185,7 @@ def test_held_out_metrics_on_the_builtin_task_rank_every_answer_against_the_gold
     )
     scores = iter([[2.0, 1.0], [1.0, 0.0], [3.0, 2.0, 1.0, 1.0, 2.0, 3.0]])  # chosen, rejected, answer sets
     monkeypatch.setattr(preference_eval, "score_sequences", lambda model, seqs, pad, bs: next(scores))
-    monkeypatch.setattr("rlhf.evaluation.score_sequences", lambda model, seqs, pad, bs: next(scores))
+    monkeypatch.setattr("rlhf.scoring.score_sequences", lambda model, seqs, pad, bs: next(scores))
     tokenizer = tiny_tokenizer()
     test = preference_eval.tokenize_pairs(Dataset.from_list(toy_preference_rows()[:2]), tokenizer)
     args = reward.RewardScriptArguments(dataset_name="builtin", dataset_test_split="validation")

@@ -28,8 +28,8 @@ from transformers import AutoModelForCausalLM
 
 from rlhf import sft
 from rlhf.config import ConfigError, parse_args
+from rlhf.dataset_formats import prompt_ids
 from rlhf.datasets import DatasetFormatError
-from rlhf.evaluation import prompt_ids
 from rlhf.models import ChatTemplateError
 from rlhf.runs import RunDirError
 

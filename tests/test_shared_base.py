@@ -18,8 +18,9 @@ from trl.experimental.utils import get_reward
 
 from rlhf import ppo, shared_base
 from rlhf.config import parse_args
-from rlhf.evaluation import prompt_ids, score_sequences
+from rlhf.dataset_formats import prompt_ids
 from rlhf.models import load_reward_model, save_merged
+from rlhf.scoring import score_sequences
 from rlhf.stages import reset_accelerate_state
 
 

@@ -134,7 +134,7 @@ def flat_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def plot_pr_curves(path: str | Path, metrics: dict[str, Any], title: str) -> Path | None:
     """Precision-recall curves (overall and per category) into a PNG; None without matplotlib."""
-    from rlhf.runs import plot_curves
+    from rlhf.reporting import plot_curves
 
     curves = {name: [(r, p) for _, p, r in curve] for name, curve in metrics.get("_curves", {}).items()}
     return plot_curves(path, curves, title=title, xlabel="recall", ylabel="precision")

@@ -7,7 +7,7 @@ world of that seed with the default number of people.
 import datasets
 import evaluate
 
-from rlhf.evaluation import builtin_judge, gold_scores
+from rlhf.scoring import builtin_judge, gold_scores
 
 
 class GoldJudge(evaluate.Metric):

@@ -3,7 +3,7 @@
 import datasets
 import evaluate
 
-from rlhf.evaluation import pairwise_accuracy
+from rlhf.statistics import pairwise_accuracy
 
 
 class PairwiseAccuracy(evaluate.Metric):

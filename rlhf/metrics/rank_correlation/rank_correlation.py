@@ -3,7 +3,7 @@
 import datasets
 import evaluate
 
-from rlhf.evaluation import mean_rank_correlation
+from rlhf.statistics import mean_rank_correlation
 
 
 class RankCorrelation(evaluate.Metric):
