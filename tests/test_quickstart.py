@@ -13,7 +13,10 @@ README = RECIPE.parents[1] / "README.md"
 
 # Targets the README reports as missed on the test split, each with its reason there. A row here is still
 # checked: the README's table must call it a miss (so the two cannot drift apart silently).
-KNOWN_MISSES = {("sft", "answer_accuracy")}  # 0.68-0.76 on test since its templates left training
+KNOWN_MISSES = {
+    ("sft", "answer_accuracy"),  # 0.68-0.76 on test since its templates left training
+    ("reward", "pairwise_accuracy"),  # 0.875-0.948 on test, by thread count alone
+}
 
 
 def meets(value, target: str) -> bool:
