@@ -16,9 +16,10 @@ then ``model.score``), and ``model(input_ids=...).logits`` scores a batch as the
 
 The base is shared when it applies: LoRA on the policy, a reward model that is a reward-stage adapter trained
 on the policy's own base (``reward_model_path`` is that run's ``merged/`` or its directory), no separate
-value-model source, and no gradient checkpointing (the recomputation in the backward pass would run with the
-policy's adapter active, not the value adapter). Otherwise the models are loaded separately, as TRL's examples
-do, and the log says why.
+value-model source, and for PPO no reentrant gradient checkpointing. Otherwise the models are loaded
+separately, as TRL's examples do, and the log says why. With ``gradient_checkpointing`` (TRL's PPOConfig
+default, which TRL's PPOTrainer itself never acts on) PPO's shared base is checkpointed so that each layer's
+recomputation runs with the adapter its forward pass ran with (`checkpoint_per_adapter`).
 """
 
 from __future__ import annotations
@@ -124,8 +125,12 @@ def why_not_shared(script_args, training_args, model_args) -> tuple[Path | None,
         return None, "share_base is false"
     if not model_args.use_peft:
         return None, "the policy is fully fine-tuned (use_peft is false)"
-    if training_args.gradient_checkpointing:
-        return None, "gradient_checkpointing would recompute the value pass with the policy's adapter"
+    reentrant = (getattr(training_args, "gradient_checkpointing_kwargs", None) or {}).get("use_reentrant")
+    if training_args.gradient_checkpointing and reentrant and script_args.algorithm == "ppo":
+        return (
+            None,
+            "reentrant gradient checkpointing would recompute the value pass with the policy's adapter",
+        )
     reward_path = getattr(training_args, "reward_model_path", None)
     if script_args.value_model_path and script_args.value_model_path != reward_path:
         return None, f"value_model_path '{script_args.value_model_path}' is not the reward model"
@@ -168,6 +173,8 @@ def load_rl_models(script_args, training_args, model_args, tokenizer) -> RLModel
         peft_model, reward, value = share_base(
             policy, peft_config, adapter, tokenizer.pad_token_id, with_value
         )
+        if with_value and training_args.gradient_checkpointing:  # RLOO/GRPO: their trainers turn it on
+            checkpoint_per_adapter(peft_model, training_args.gradient_checkpointing_kwargs)
         roles = "policy, reference, value and reward" if with_value else "policy, reference and reward"
         note = f"shared base: {roles} are adapters on one frozen copy of {model_args.model_name_or_path}"
         return RLModels(peft_model, reward, value, None, True, note)
@@ -251,6 +258,48 @@ def classifier_view(peft_model, adapter: str, head: dict, pad_token_id: int, dty
     if any(t.is_meta for t in list(view.parameters()) + list(view.buffers())):
         raise ConfigError(f"share_base: {type(view).__name__} keeps weights outside `score` and the backbone")
     return view.train(trainable) if trainable else view.eval()
+
+
+def checkpoint_per_adapter(peft_model, checkpointing_kwargs: dict | None = None) -> None:
+    """Activation checkpointing on the shared base, each layer recomputed with the adapter its forward ran with.
+
+    TRL's PPOTrainer never turns checkpointing on itself (its ``train`` replaces the ``Trainer.train`` that
+    does), so the stage does it here. Policy and value passes run through the same decoder layers with different
+    adapters active; the backward pass recomputes both after both forwards, so the recomputation must switch
+    back to the adapter state each layer saw (``context_fn``, which needs non-reentrant checkpointing). TRL
+    switches checkpointing off around each generation and back on without arguments; the base model's
+    ``gradient_checkpointing_enable`` is replaced so that this, too, restores these settings. Keys of
+    ``checkpointing_kwargs`` are ``torch.utils.checkpoint.checkpoint``'s, plus ``every_n_layers`` and
+    ``offload`` as ``Trainer`` reads them.
+    """
+    layers = [m for m in peft_model.modules() if _is_tuner_layer(m)]
+
+    @contextlib.contextmanager
+    def adapters_as(state):
+        before = [(m._active_adapter, m._disable_adapters) for m in layers]
+        for m, (active, disabled) in zip(layers, state, strict=True):
+            m._active_adapter, m._disable_adapters = active, disabled
+        try:
+            yield
+        finally:
+            for m, (active, disabled) in zip(layers, before, strict=True):
+                m._active_adapter, m._disable_adapters = active, disabled
+
+    def context_fn():  # called in the forward pass of each checkpointed layer
+        state = [(m._active_adapter, m._disable_adapters) for m in layers]
+        return contextlib.nullcontext(), adapters_as(state)
+
+    kwargs = dict(checkpointing_kwargs or {})
+    every_n_layers, offload = kwargs.pop("every_n_layers", 1), kwargs.pop("offload", False)
+    kwargs.update(use_reentrant=False, context_fn=context_fn)
+    base = peft_model.get_base_model()
+
+    def enable(*_, **__):  # TRL turns checkpointing off around generation and back on with default settings
+        type(base)._activation_checkpointing_enable(base, kwargs, every_n_layers, offload)
+
+    # transformers routes activation_checkpointing_enable through an instance's gradient_checkpointing_enable
+    base.gradient_checkpointing_enable = enable
+    base.activation_checkpointing_enable()
 
 
 def count_policy_parameters(model) -> tuple[int, int]:

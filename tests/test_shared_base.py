@@ -177,13 +177,63 @@ def test_shared_ppo_trainer_reference_is_the_base_and_value_adapter_trains(workd
         reset_accelerate_state()
 
 
+def policy_and_value_grads(models, x):
+    """Gradients of policy + value outputs for one batch, as PPO's update computes them (value pass first)."""
+    peft_model = models.policy
+    peft_model.zero_grad(set_to_none=True)
+    models.value_model.zero_grad(set_to_none=True)
+    backbone = models.value_model.model
+    with torch.autocast("cpu", enabled=False):
+        hidden = backbone(input_ids=x, output_hidden_states=True).hidden_states[-1]
+        values = models.value_model.score(hidden)
+        logits = peft_model(input_ids=x).logits
+    (values.pow(2).sum() + logits.logsumexp(-1).sum()).backward()
+    named = list(peft_model.named_parameters()) + list(models.value_model.score.named_parameters())
+    return {n: p.grad.clone() for n, p in named if p.grad is not None}
+
+
+def test_checkpointing_recomputes_each_pass_with_its_own_adapter(workdir, tmp_path):
+    """Policy and value passes share decoder layers; the backward recomputation must switch adapters back."""
+    tokenizer = tiny_tokenizer()
+    same_rank = {"lora_r": 4, "lora_alpha": 8}  # as the reward adapter's
+    _, (script_args, training_args, model_args) = parsed(
+        workdir, tmp_path, gradient_checkpointing=True, **same_rank
+    )
+    models = shared_base.load_rl_models(script_args, training_args, model_args, tokenizer)
+    assert models.shared and models.policy.get_base_model().is_gradient_checkpointing
+    models.policy.train()
+    with torch.no_grad():  # a policy adapter unlike the value adapter, so a mix-up shows in the gradients
+        for name, param in models.policy.named_parameters():
+            if "lora_B.default" in name:
+                param.normal_(std=0.3)
+    x = torch.tensor([sequences(tokenizer, 1)[0]] * 2)
+    models.policy.get_base_model().gradient_checkpointing_disable()  # as TRL does around each generation
+    models.policy.get_base_model().gradient_checkpointing_enable()  # and back, without our settings
+    checkpointed = policy_and_value_grads(models, x)
+    models.policy.get_base_model().gradient_checkpointing_disable()
+    plain = policy_and_value_grads(models, x)
+    assert set(checkpointed) == set(plain) and any(".value." in n for n in plain)
+    for name, grad in plain.items():
+        assert torch.allclose(checkpointed[name], grad, atol=1e-6), name
+    # plain non-reentrant checkpointing recomputes the value pass with the policy's adapter; with adapters of
+    # equal rank nothing complains and the value gradients are silently wrong: the check above has teeth
+    base = models.policy.get_base_model()
+    type(base).gradient_checkpointing_enable(base)  # transformers' own, not the stage's replacement
+    naive = policy_and_value_grads(models, x)
+    assert any(not torch.allclose(naive[n], g, atol=1e-4) for n, g in plain.items() if ".value." in n)
+
+
 def test_falls_back_to_separate_models_and_says_why(workdir, tmp_path):
     tokenizer = tiny_tokenizer()
     _, (script_args, training_args, model_args) = parsed(workdir, tmp_path, share_base=False)
     models = shared_base.load_rl_models(script_args, training_args, model_args, tokenizer)
     assert not models.shared and "share_base is false" in models.note and models.peft_config is not None
-    _, (script_args, training_args, model_args) = parsed(workdir, tmp_path, gradient_checkpointing=True)
-    assert "gradient_checkpointing" in shared_base.why_not_shared(script_args, training_args, model_args)[1]
+    reentrant = {"gradient_checkpointing": True, "gradient_checkpointing_kwargs": {"use_reentrant": True}}
+    _, (script_args, training_args, model_args) = parsed(workdir, tmp_path, **reentrant)
+    assert "reentrant" in shared_base.why_not_shared(script_args, training_args, model_args)[1]
+    _, (script_args, training_args, model_args) = parsed(workdir, tmp_path, "grpo", **reentrant)
+    # GRPO recomputes only the policy's pass: reentrant checkpointing is fine there
+    assert shared_base.why_not_shared(script_args, training_args, model_args)[1] == ""
     other = tmp_path / "other"
     save_tiny_base(other, seed=1)
     _, (script_args, training_args, model_args) = parsed(workdir, tmp_path, model_name_or_path=str(other))
@@ -191,9 +241,11 @@ def test_falls_back_to_separate_models_and_says_why(workdir, tmp_path):
     assert shared_base.reward_adapter_dir(str(other)) is None
 
 
-@pytest.mark.parametrize("algorithm", ["ppo", "rloo", "grpo"])
-def test_rl_stage_on_the_shared_base_saves_as_before(workdir, tmp_path, algorithm):
-    path, _ = parsed(workdir, tmp_path, algorithm)
+@pytest.mark.parametrize(
+    ("algorithm", "checkpointing"), [("ppo", False), ("ppo", True), ("rloo", True), ("grpo", False)]
+)
+def test_rl_stage_on_the_shared_base_saves_as_before(workdir, tmp_path, algorithm, checkpointing):
+    path, _ = parsed(workdir, tmp_path, algorithm, gradient_checkpointing=checkpointing)
     reward_before = load_file(workdir / "reward" / "adapter_model.safetensors")
     metrics = ppo.cli(["--config", str(path)])
     out = tmp_path / algorithm
