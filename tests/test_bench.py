@@ -92,3 +92,72 @@ def test_pretrain_bench_places_both_sides_and_the_peak_on_the_same_device(tmp_pa
     # same work on both sides: the ratio is near 1 even on a busy machine (a wrong device would be 10x off)
     assert 0.3 < figures["ratio"] < 3.0
     assert figures["peak_flops"] > 1e9 and figures["ratio_iqr"] >= 0
+
+
+def load_bench(name: str):
+    """A bench script as a module (``bench/<name>.py``; its directory is on sys.path for ``_finetune``)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_ppo_bench_rounds_alternate_which_side_of_each_pair_goes_first():
+    bench = load_bench("ppo")
+    for a, b in [("shared", "plain"), ("shared", "separate"), ("separate", "plain")]:
+        first = [bench.round_order(i).index(a) < bench.round_order(i).index(b) for i in range(4)]
+        assert first == [True, False, True, False], (a, b)
+
+
+def test_ppo_bench_speed_ratios_are_medians_of_per_round_ratios():
+    bench = load_bench("ppo")
+
+    def run(rate, tokens=100, generation_s=1.0, raw_s=1.0):
+        return {
+            "rate": rate,
+            "tokens": tokens,
+            "generation_s": generation_s,
+            "raw_tokens": tokens,
+            "raw_s": raw_s,
+        }
+
+    results = {  # round 2 is slow on every side (a busy neighbour): the paired ratios hold still
+        "shared": [run(1.0, raw_s=0.9), run(0.5, generation_s=2.0, raw_s=1.8), run(1.1, raw_s=1.0)],
+        "separate": [run(1.0), run(0.5), run(1.0)],
+        "plain": [run(2.0), run(1.0), run(2.0)],
+    }
+    figures = bench.speed_ratios(results)
+    assert figures["ratio"] == pytest.approx(0.5) and figures["ratio_rounds"] == [0.5, 0.5, 0.55]
+    assert figures["shared_vs_separate"] == pytest.approx(1.0)
+    assert figures["shared_vs_separate_rounds"] == [1.0, 1.0, 1.1]
+    assert figures["ratio_separate_vs_plain"] == pytest.approx(0.5)
+    assert figures["generation_vs_raw"] == pytest.approx(0.9) and figures["generation_vs_raw_iqr"] >= 0
+    for key in ("ratio_iqr", "shared_vs_separate_iqr", "ratio_separate_vs_plain_iqr"):
+        assert key in figures
+
+
+@pytest.mark.slow
+def test_ppo_bench_ends_with_every_figure_the_issue_asks_for(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench/ppo.py"), "--episodes", "4", "--batch_size", "4"]
+        + ["--response_length", "4", "--min_rounds", "1", "--max_rounds", "1"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    for key in (
+        "ratio", "ratio_iqr", "memory_ratio", "memory_ratio_separate", "rss_ratio", "generation_share",
+        "generation_vs_raw", "generation_vs_raw_iqr", "shared_vs_separate", "shared_vs_separate_iqr",
+    ):  # fmt: skip
+        assert isinstance(figures[key], float), key
+    # the same precision on every side, and the shared base holds less than separate models
+    assert len({json.dumps(d) for d in figures["mixed_precision"].values()}) == 1
+    assert figures["memory_ratio"] < figures["memory_ratio_separate"]
+    assert figures["raw_same_tokens"] is True
