@@ -283,10 +283,28 @@ def demo_pipeline(
     return metrics
 
 
+def target_met(value: Any, target: str | None) -> bool | None:
+    """Whether ``value`` meets a report target such as ">= 0.8" or "95% CI > 0" (None: no target)."""
+    if target is None:
+        return None
+    op, bound = target.split()[-2:]
+    if not isinstance(value, int | float):
+        return False
+    return value >= float(bound) if op == ">=" else value > float(bound)
+
+
 def format_report(rows: list[dict]) -> str:
-    """A plain-text table of the report rows."""
+    """A plain-text table of the report rows; a value that misses its target says so."""
     header = ("stage", "metric", "value", "target")
-    table = [header] + [(r["stage"], r["metric"], _fmt(r["value"]), r["target"] or "") for r in rows]
+    table = [header] + [
+        (
+            r["stage"],
+            r["metric"],
+            _fmt(r["value"]) + (" (miss)" if r.get("met") is False else ""),
+            r["target"] or "",
+        )
+        for r in rows
+    ]
     widths = [max(len(str(row[i])) for row in table) for i in range(4)]
     lines = ["  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True)) for row in table]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -329,6 +347,7 @@ def main(args: QuickstartArguments) -> dict:
             "key": key,
             "value": metrics_by_stage[stage].get(key),
             "target": target,
+            "met": target_met(metrics_by_stage[stage].get(key), target),
         }
         for stage in report_stages
         for key, label, target in HEADLINES.get(stage, [])

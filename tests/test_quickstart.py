@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from rlhf.config import ConfigError
-from rlhf.quickstart import QuickstartArguments, main, stage_argv
+from rlhf.quickstart import QuickstartArguments, format_report, main, stage_argv, target_met
 
 RECIPE = Path(__file__).resolve().parents[1] / "configs" / "quickstart"
 README = RECIPE.parents[1] / "README.md"
@@ -96,3 +96,16 @@ def test_with_dpo_runs_dpo_right_after_the_rl_stage():
     assert QuickstartArguments(with_dpo=True).stages[4:6] == ["ppo", "dpo"]
     assert "dpo" not in QuickstartArguments().stages  # the default quickstart's time stays as it was
     assert QuickstartArguments(stages=["sft"], with_dpo=True).stages == ["sft", "dpo"]
+
+
+def test_the_report_table_calls_a_missed_target_a_miss():
+    assert target_met(0.8, ">= 0.8") and not target_met(0.79, ">= 0.8")
+    assert target_met(0.1, "95% CI > 0") and not target_met(0.0, "> 0") and not target_met(None, "> 0")
+    assert target_met(1.0, None) is None
+    rows = [
+        {"stage": "sft", "metric": "answer accuracy", "value": 0.435, "target": ">= 0.8", "met": False},
+        {"stage": "reward", "metric": "pairwise accuracy", "value": 0.95, "target": ">= 0.9", "met": True},
+        {"stage": "pretrain", "metric": "perplexity", "value": 4.2, "target": None, "met": None},
+    ]
+    lines = format_report(rows).splitlines()
+    assert "0.435 (miss)" in lines[2] and "(miss)" not in lines[3] + lines[4]
