@@ -1,6 +1,6 @@
 """Benchmark: the repo's pretraining loop vs a minimal plain-PyTorch loop, same model, data and batch.
 
-    python bench/pretrain.py [--config configs/quickstart/pretrain.yaml] [--steps 20] [--min_rounds 5]
+    python bench/pretrain.py [--config configs/quickstart/pretrain.yaml] [--steps 20] [--min_rounds 6]
 
 Both loops run in this process on identical copies of the model built by ``rlhf.pretrain_model.build_model``
 from the recipe. The repo side is ``rlhf.pretrain.train_loop`` itself -- the function ``rlhf pretrain``
@@ -89,7 +89,12 @@ def main() -> None:
     parser.add_argument(
         "--warmup", type=int, default=3, help="untimed optimizer steps per loop before timing"
     )
-    parser.add_argument("--min_rounds", type=int, default=5, help="paired rounds at least")
+    parser.add_argument(
+        "--min_rounds",
+        type=int,
+        default=6,
+        help="paired rounds at least (an even count: each side first as often)",
+    )
     parser.add_argument(
         "--max_rounds", type=int, default=15, help="paired rounds at most (stops once the ratio IQR < 0.05)"
     )

@@ -1,6 +1,6 @@
 """Benchmark: this repo's reward stage vs a plain TRL reward script, same model, data, batch and steps.
 
-    python bench/reward.py [--steps 20] [--min_rounds 5] [--max_rounds 12] [--batch_size 32]
+    python bench/reward.py [--steps 20] [--min_rounds 6] [--max_rounds 12] [--batch_size 32]
 
 The repo side is ``rlhf.reward.main`` (what ``rlhf reward`` runs) from a YAML recipe; the plain side is what
 ``trl/scripts/reward.py`` does: ``load_dataset("json")``, ``RewardTrainer(model=path, peft_config=LoraConfig(
@@ -35,7 +35,12 @@ from _stats import paired_ratio
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=20, help="optimizer steps per run")
-    parser.add_argument("--min_rounds", type=int, default=5, help="paired rounds at least")
+    parser.add_argument(
+        "--min_rounds",
+        type=int,
+        default=6,
+        help="paired rounds at least (an even count: each side first as often)",
+    )
     parser.add_argument(
         "--max_rounds", type=int, default=12, help="paired rounds at most (stops once the ratio IQR < 0.05)"
     )

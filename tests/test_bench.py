@@ -51,8 +51,8 @@ def test_paired_rounds_alternate_order_and_stop_when_the_range_is_narrow():
 
     steady = [1.0] * 20
     repo, plain = paired_rounds(side("r", steady), side("p", steady), float, min_rounds=3, max_rounds=10)
-    assert len(repo) == len(plain) == 3  # IQR 0 < 0.05 once the minimum is reached
-    assert calls == ["r0", "p0", "p1", "r1", "r2", "p2"]
+    assert len(repo) == len(plain) == 4  # IQR 0 < 0.05 at the minimum, then on to an even count
+    assert calls == ["r0", "p0", "p1", "r1", "r2", "p2", "p3", "r3"]  # each side first twice
 
     calls.clear()
     noisy = [1.0, 1.5, 0.7, 1.3, 0.8, 1.4, 0.6, 1.2]
