@@ -19,7 +19,7 @@ from accelerate import Accelerator
 from rlhf.config import ConfigError
 
 if TYPE_CHECKING:
-    from rlhf.pretrain import PretrainArguments
+    from rlhf.pretrain_args import PretrainArguments
 
 STATE_FILE = "trainer_state.json"  # our part of a checkpoint: step, data position, loss history
 

@@ -11,7 +11,7 @@ from accelerate import Accelerator
 from rlhf.config import ConfigError
 
 if TYPE_CHECKING:
-    from rlhf.pretrain import PretrainArguments
+    from rlhf.pretrain_args import PretrainArguments
 
 
 @torch.no_grad()

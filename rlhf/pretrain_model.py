@@ -16,7 +16,7 @@ from accelerate import Accelerator
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 if TYPE_CHECKING:
-    from rlhf.pretrain import PretrainArguments
+    from rlhf.pretrain_args import PretrainArguments
 
 
 def load_or_train_tokenizer(args: PretrainArguments, train_texts: list[str], accelerator: Accelerator):
