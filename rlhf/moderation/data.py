@@ -269,3 +269,67 @@ def build_examples(
             )
         groups = [str(g) for g in dataset[group_column]]
     return Examples(texts, sides, prompts, labels, unsafe, categories, groups)
+
+
+@dataclass
+class LabelledTextArguments:
+    """
+    Where labelled moderation text comes from and how its labels map onto categories: the fields that
+    `rlhf moderation-train` and `rlhf moderation-eval` share.
+
+    Args:
+        dataset_name (`str`, *optional*, defaults to `"builtin"`):
+            `"builtin"` (the built-in task's moderation data), a local JSONL/JSON/CSV/Parquet file, a folder of
+            `<split>.<ext>` files, or a Hub id.
+        dataset_config (`str` or `None`, *optional*, defaults to `None`):
+            Configuration name of a Hub dataset.
+        task_seed (`int`, *optional*, defaults to `0`):
+            Built-in task only: seed of the generated data.
+        text_column (`str`, *optional*, defaults to `"text"`):
+            Column holding the text.
+        label_columns (`dict` or `list` or `None`, *optional*, defaults to `None`):
+            Label columns mapped to category ids (`{column: category | [categories] | null}`), or a list of
+            column names mapped by `label_mapping` (or taken as category ids).
+        categories_column (`str` or `None`, *optional*, defaults to `"categories"`):
+            Column holding a list of labels per row; ignored when the dataset lacks it.
+        unsafe_column (`str` or `None`, *optional*, defaults to `"unsafe"`):
+            Column holding the overall unsafe label; without it an item is unsafe when any category is set.
+        label_mapping (`str` or `None`, *optional*, defaults to `None`):
+            Table from categories.yaml (`openai`, `llama_guard`, `jigsaw`, `beavertails`) mapping the
+            dataset's labels to category ids; `None`: labels are category ids.
+        categories (`list[str]` or `None`, *optional*, defaults to `None`):
+            The categories, in order (the classifier's labels; the ones reported); `None`: those the labels
+            map to.
+    """
+
+    dataset_name: str = field(
+        default="builtin", metadata={"help": "'builtin', a local file/folder, or a Hub id."}
+    )
+    dataset_config: str | None = field(
+        default=None, metadata={"help": "Configuration name of a Hub dataset."}
+    )
+    task_seed: int = field(default=0, metadata={"help": "Built-in task only: seed of the generated data."})
+    text_column: str = field(default="text", metadata={"help": "Column holding the text."})
+    label_columns: dict[str, Any] | str | None = field(
+        default=None,
+        metadata={
+            "help": "Label columns mapped to category ids, e.g. '{toxic: hate, threat: violent_crimes}', "
+            "or column names (mapped by label_mapping)."
+        },
+    )
+    categories_column: str | None = field(
+        default="categories", metadata={"help": "Column holding a list of labels per row."}
+    )
+    unsafe_column: str | None = field(
+        default="unsafe", metadata={"help": "Column holding the overall unsafe label."}
+    )
+    label_mapping: str | None = field(
+        default=None,
+        metadata={"help": "Label table from categories.yaml (openai, llama_guard, jigsaw, ...)."},
+    )
+    categories: list[str] | None = field(
+        default=None, metadata={"help": "The categories, in order (default: those the labels map to)."}
+    )
+
+    def __post_init__(self):
+        self.label_columns = parse_label_columns(self.label_columns)

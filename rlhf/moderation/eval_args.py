@@ -7,41 +7,21 @@ from typing import Any
 
 import yaml
 
-from rlhf.moderation.data import parse_label_columns
+from rlhf.moderation.data import LabelledTextArguments
 
 
 @dataclass
-class ModerationEvalArguments:
+class ModerationEvalArguments(LabelledTextArguments):
     """
     Which moderator to evaluate, on which labelled data, and what to write.
 
-    Args:
+    Args (besides the labelled data's, `rlhf.moderation.data.LabelledTextArguments`):
         moderation_config (`str` or `None`, *optional*, defaults to `None`):
             YAML file holding a `moderation:` mapping (e.g. `configs/quickstart/moderation.yaml`).
         moderation (`dict` or `None`, *optional*, defaults to `None`):
             The `moderation:` mapping given inline; used instead of `moderation_config` when set.
-        dataset_name (`str`, *optional*, defaults to `"builtin"`):
-            `"builtin"`, a local JSONL/JSON/CSV/Parquet file, a folder of `<split>.<ext>` files, or a Hub id.
-        dataset_config (`str` or `None`, *optional*, defaults to `None`):
-            Configuration name of a Hub dataset.
         dataset_split (`str`, *optional*, defaults to `"test"`):
             Split to evaluate (a single local file is used whole).
-        task_seed (`int`, *optional*, defaults to `0`):
-            Built-in task only: seed of the generated data.
-        text_column (`str`, *optional*, defaults to `"text"`):
-            Column holding the text to moderate.
-        label_columns (`dict` or `list` or `None`, *optional*, defaults to `None`):
-            Label columns mapped to category ids (`{column: category | [categories] | null}`), or a list of
-            column names mapped by `label_mapping` (or taken as category ids).
-        categories_column (`str` or `None`, *optional*, defaults to `"categories"`):
-            Column holding a list of labels per row; ignored when the dataset lacks it.
-        unsafe_column (`str` or `None`, *optional*, defaults to `"unsafe"`):
-            Column holding the overall unsafe label; without it an item is unsafe when any category is set.
-        label_mapping (`str` or `None`, *optional*, defaults to `None`):
-            Table from categories.yaml (`openai`, `llama_guard`, `jigsaw`, `beavertails`) mapping the
-            dataset's labels to category ids; `None`: labels are category ids.
-        categories (`list[str]` or `None`, *optional*, defaults to `None`):
-            Categories to report, in order; `None`: those the labels map to.
         side_column (`str` or `None`, *optional*, defaults to `"side"`):
             Column saying `input` or `output` per row; rows without one use `side`.
         prompt_column (`str` or `None`, *optional*, defaults to `"prompt"`):
@@ -81,30 +61,7 @@ class ModerationEvalArguments:
             "help": "The `moderation:` mapping inline, e.g. '{backend: rules}' (replaces moderation_config)."
         },
     )
-    dataset_name: str = field(
-        default="builtin", metadata={"help": "'builtin', a local file/folder, or a Hub id."}
-    )
-    dataset_config: str | None = field(
-        default=None, metadata={"help": "Configuration name of a Hub dataset."}
-    )
     dataset_split: str = field(default="test", metadata={"help": "Split to evaluate."})
-    task_seed: int = field(default=0, metadata={"help": "Built-in task only: seed of the generated data."})
-    text_column: str = field(default="text", metadata={"help": "Column holding the text to moderate."})
-    label_columns: dict[str, Any] | str | None = field(
-        default=None,
-        metadata={
-            "help": "Label columns mapped to category ids, e.g. '{toxic: hate, threat: violent_crimes}', "
-            "or column names (mapped by label_mapping)."
-        },
-    )
-    categories_column: str | None = field(
-        default="categories", metadata={"help": "Column holding a list of labels per row."}
-    )
-    unsafe_column: str | None = field(
-        default="unsafe", metadata={"help": "Column holding the overall unsafe label."}
-    )
-    label_mapping: str | None = field(default=None, metadata={"help": "Label table from categories.yaml."})
-    categories: list[str] | None = field(default=None, metadata={"help": "Categories to report, in order."})
     side_column: str | None = field(
         default="side", metadata={"help": "Column saying input or output per row."}
     )
@@ -141,7 +98,7 @@ class ModerationEvalArguments:
     overwrite_output_dir: bool = field(default=False, metadata={"help": "Replace a finished evaluation."})
 
     def __post_init__(self):
-        self.label_columns = parse_label_columns(self.label_columns)
+        super().__post_init__()
         if isinstance(self.moderation, str):  # given on the command line as YAML/JSON text
             parsed = yaml.safe_load(self.moderation)
             if not isinstance(parsed, dict):

@@ -8,19 +8,16 @@ from typing import Any
 
 import yaml
 
+from rlhf.moderation.data import LabelledTextArguments
+
 
 @dataclass
-class ModerationTrainArguments:
+class ModerationTrainArguments(LabelledTextArguments):
     """
     Data and head of the moderation classifier (the backbone and LoRA settings are TRL's `ModelConfig`:
     `model_name_or_path` is `"tiny"` (default when unset), `"minilm"`, a directory or a Hub id).
 
-    Args:
-        dataset_name (`str`, *optional*, defaults to `"builtin"`):
-            `"builtin"` (the built-in task's moderation data), a local JSONL/JSON/CSV/Parquet file, a folder of
-            `<split>.<ext>` files, or a Hub dataset id.
-        dataset_config (`str` or `None`, *optional*, defaults to `None`):
-            Configuration name of a Hub dataset.
+    Args (besides the labelled data's, `rlhf.moderation.data.LabelledTextArguments`):
         dataset_train_split (`str`, *optional*, defaults to `"train"`):
             Split to train on.
         dataset_mixture (`dict` or `str` or `None`, *optional*, defaults to `None`):
@@ -33,24 +30,6 @@ class ModerationTrainArguments:
             `validation_split_percentage` of the training rows instead.
         validation_split_percentage (`float`, *optional*, defaults to `10.0`):
             Share of the training rows held out when there is no test split.
-        task_seed (`int`, *optional*, defaults to `0`):
-            Built-in task only: seed of the generated world and data.
-        text_column (`str`, *optional*, defaults to `"text"`):
-            Column holding the text to classify.
-        label_columns (`dict` or `list` or `None`, *optional*, defaults to `None`):
-            Label columns (0/1, boolean or probability) mapped to category ids, e.g.
-            `{toxic: hate, threat: violent_crimes, obscene: null}`, or a list of column names mapped by
-            `label_mapping` (or taken as category ids).
-        categories_column (`str` or `None`, *optional*, defaults to `"categories"`):
-            Column holding a list of labels (or one label) per row; ignored when the dataset lacks it.
-        unsafe_column (`str` or `None`, *optional*, defaults to `"unsafe"`):
-            Column holding the overall unsafe label; without it an item is unsafe when any category is set.
-        label_mapping (`str` or `None`, *optional*, defaults to `None`):
-            Table from categories.yaml (`openai`, `llama_guard`, `jigsaw`, `beavertails`, `builtin`) that maps
-            the dataset's labels to category ids; `None`: labels are category ids.
-        categories (`list[str]` or `None`, *optional*, defaults to `None`):
-            The classifier's labels, in order; `None`: the built-in ids when the data uses only those, else
-            every id seen in the training data.
         normalize_text (`bool`, *optional*, defaults to `True`):
             Fold case, Unicode look-alike letters and zero-width characters before tokenizing, in training
             and (recorded in the model's config) at inference.
@@ -99,12 +78,6 @@ class ModerationTrainArguments:
             Replace an output directory that already holds a finished run.
     """
 
-    dataset_name: str = field(
-        default="builtin", metadata={"help": "'builtin', a local file/folder, or a Hub id."}
-    )
-    dataset_config: str | None = field(
-        default=None, metadata={"help": "Configuration name of a Hub dataset."}
-    )
     dataset_train_split: str = field(default="train", metadata={"help": "Split to train on."})
     dataset_mixture: dict[str, Any] | str | None = field(
         default=None,
@@ -118,28 +91,6 @@ class ModerationTrainArguments:
     )
     validation_split_percentage: float = field(
         default=10.0, metadata={"help": "Share of training rows held out when there is no test split."}
-    )
-    task_seed: int = field(default=0, metadata={"help": "Built-in task only: seed of the generated data."})
-    text_column: str = field(default="text", metadata={"help": "Column holding the text to classify."})
-    label_columns: dict[str, Any] | str | None = field(
-        default=None,
-        metadata={
-            "help": "Label columns mapped to category ids, e.g. '{toxic: hate, threat: violent_crimes}', "
-            "or column names (mapped by label_mapping)."
-        },
-    )
-    categories_column: str | None = field(
-        default="categories", metadata={"help": "Column holding a list of labels per row."}
-    )
-    unsafe_column: str | None = field(
-        default="unsafe", metadata={"help": "Column holding the overall unsafe label."}
-    )
-    label_mapping: str | None = field(
-        default=None,
-        metadata={"help": "Label table from categories.yaml (openai, llama_guard, jigsaw, ...)."},
-    )
-    categories: list[str] | None = field(
-        default=None, metadata={"help": "The classifier's labels, in order."}
     )
     normalize_text: bool = field(
         default=True, metadata={"help": "Fold case, look-alike letters and zero-width characters first."}
@@ -192,9 +143,7 @@ class ModerationTrainArguments:
     )
 
     def __post_init__(self):
-        from rlhf.moderation.data import parse_label_columns
-
-        self.label_columns = parse_label_columns(self.label_columns)
+        super().__post_init__()
         if isinstance(self.dataset_mixture, str):
             self.dataset_mixture = _load_mixture_spec(self.dataset_mixture)
         if self.target_fpr is not None and not 0.0 <= self.target_fpr <= 1.0:
