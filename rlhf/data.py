@@ -28,6 +28,8 @@ class DataArguments:
             People in the world; each has 4 facts (city, job, pet, favourite colour).
         docs_per_person (`int`, *optional*, defaults to `48`):
             Pretraining documents per person.
+        aside_rate (`float`, *optional*, defaults to `0.5`):
+            Chance that a pretraining statement gets an aside after its subject, and (drawn again) a lead-in.
         preference_copies (`int`, *optional*, defaults to `4`):
             Training preference pairs per (fact, question template), each with freshly sampled answers.
         contrast_copies (`int`, *optional*, defaults to `1`):
@@ -48,6 +50,9 @@ class DataArguments:
     seed: int = field(default=0, metadata={"help": "Seed of the world and of every sampled phrasing."})
     num_people: int = field(default=24, metadata={"help": "People in the world (4 facts each)."})
     docs_per_person: int = field(default=48, metadata={"help": "Pretraining documents per person."})
+    aside_rate: float = field(
+        default=0.5, metadata={"help": "Chance of an aside, and of a lead-in, per pretraining statement."}
+    )
     sft_copies: int = field(default=2, metadata={"help": "SFT demonstrations per (fact, question template)."})
     preference_copies: int = field(
         default=4, metadata={"help": "Training preference pairs per (fact, question template)."}
@@ -69,6 +74,7 @@ class DataArguments:
         return {
             "num_people": self.num_people,
             "docs_per_person": self.docs_per_person,
+            "aside_rate": self.aside_rate,
             "sft_copies": self.sft_copies,
             "preference_copies": self.preference_copies,
             "contrast_copies": self.contrast_copies,

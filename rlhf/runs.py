@@ -258,12 +258,17 @@ def stage_run(stage: str, *configs: Any) -> Iterator[Run]:
     """
     from accelerate import PartialState
     from accelerate.utils import parse_flag_from_env
+    from transformers import set_seed
 
     # as an Accelerator would start it: `accelerate launch` of CPU processes says so only in the environment
     state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
     run = Run(stage, configs, state)
     if run.training_args is not None:
         run.training_args.push_to_hub = False
+        # TRL's trainers draw the LoRA weights before they seed: seed here, so a stage starts the same way
+        # alone or after other stages in one process (the quickstart)
+        if getattr(run.training_args, "seed", None) is not None:
+            set_seed(run.training_args.seed)
     try:
         yield run
         if _distributed():

@@ -138,6 +138,19 @@ def test_packing_trains_too(workdir, tmp_path):
     assert (out / "merged" / "model.safetensors").is_file()
 
 
+def test_a_run_starts_the_same_whatever_ran_before_it_in_the_process(workdir, tmp_path):
+    """TRL draws the LoRA weights before it seeds; the stage seeds first (the quickstart runs stages in one process)."""
+    adapters = []
+    for i, draw in enumerate((0, 1000)):
+        torch.manual_seed(draw)  # another stage's leftover random state
+        torch.rand(draw)
+        out = tmp_path / f"run{i}"
+        sft.cli(["--config", str(recipe(workdir, out, max_steps=2, eval_prompts=0, save_merged=False))])
+        adapters.append(load_file(out / "adapter_model.safetensors"))
+    assert adapters[0].keys() == adapters[1].keys()
+    assert all(torch.equal(adapters[0][k], adapters[1][k]) for k in adapters[0])
+
+
 def test_push_to_hub_uploads_the_finished_run_once(workdir, tmp_path, monkeypatch):
     import huggingface_hub
 

@@ -1,6 +1,7 @@
 """The built-in task: determinism, held-out phrasings, the gold judge's rankings, and `rlhf data`."""
 
 import json
+import random
 import re
 
 import pytest
@@ -48,6 +49,24 @@ def test_corpus_never_states_a_fact_in_its_held_out_phrasing(world):
     assert len(facts) == len(world.facts)
     for row, fact in zip(facts, world.facts, strict=True):
         assert (row["prompt"] + " " + row["answer"] + ".") == fact.statement(fact.held_out_statement)
+
+
+def test_corpus_statements_carry_asides_and_lead_ins_at_the_asked_rate(world):
+    from rlhf.task.answers import ASIDES, LEAD_INS, corpus_statement
+
+    rng = random.Random(0)
+    fact = _fact(world, "city")
+    plain = {fact.statement(i) for i in fact.train_statements()}
+    assert {corpus_statement(fact, rng, 0.0) for _ in range(50)} <= plain
+    varied = [corpus_statement(fact, rng, 0.5) for _ in range(400)]
+    with_aside = [t for t in varied if any(f"{fact.subject}, {a}," in t for a in ASIDES)]
+    with_lead = [t for t in varied if t.startswith(LEAD_INS)]
+    assert 0.4 < len(with_aside) / len(varied) < 0.6 and 0.4 < len(with_lead) / len(varied) < 0.6
+    for text in varied:  # still the fact: the subject, then the object as the last word
+        assert fact.subject in text and text.endswith(f" {fact.object}.")
+    train_text = " ".join(row["text"] for row in builtin_rows("pretrain")["train"])
+    assert any(f", {a}," in train_text for a in ASIDES)  # the corpus's default rate is not 0
+    assert builtin_rows("pretrain", aside_rate=0.0)["train"] != builtin_rows("pretrain")["train"]
 
 
 def test_fact_completion_splits_use_phrasings_training_never_states():

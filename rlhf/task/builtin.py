@@ -22,8 +22,8 @@ from rlhf.task.answers import (
     STYLES,
     VALIDATION_SENTENCES,
     answer,
+    corpus_statement,
     sample_style,
-    statement,
     swap_object,
 )
 from rlhf.task.judge import GoldJudge
@@ -35,6 +35,7 @@ BUILTIN_KINDS = ("pretrain", "facts", "sft", "preference", "prompts", "moderatio
 DEFAULTS = {
     "num_people": 24,  # 4 facts each; the quickstart's pretraining budget is sized for this
     "docs_per_person": 48,  # training documents per person, each stating all 4 facts
+    "aside_rate": 0.5,  # chance of an aside after the subject, and of a lead-in, per corpus statement
     "sft_copies": 2,  # demonstrations per (fact, training question template)
     "preference_copies": 4,  # training preference pairs per (fact, question template); test keeps one
     "contrast_copies": 1,  # extra training pairs per (fact, question template) that differ only in the object
@@ -58,12 +59,12 @@ def _questions(world: World, split: str):
             yield fact, template.format(s=fact.subject)
 
 
-def _document(world: World, person: str, rng, split: str) -> str:
+def _document(world: World, person: str, rng, split: str, aside_rate: float) -> str:
     facts = world.facts_about(person)
     rng.shuffle(facts)
     if split == "validation":
         return " ".join(VALIDATION_STATEMENTS[f.relation].format(s=f.subject, o=f.object) for f in facts)
-    return " ".join(statement(fact, rng) for fact in facts)
+    return " ".join(corpus_statement(fact, rng, aside_rate) for fact in facts)
 
 
 def _chatter(rng, split: str) -> str:
@@ -72,8 +73,9 @@ def _chatter(rng, split: str) -> str:
     return " ".join(rng.sample(sentences, rng.randint(3, 6)))
 
 
-def pretrain_rows(world: World, docs_per_person: int) -> dict[str, list[dict]]:
-    """Biographies (every fact of one person) and, one in five, everyday chatter.
+def pretrain_rows(world: World, docs_per_person: int, aside_rate: float = 0.0) -> dict[str, list[dict]]:
+    """Biographies (every fact of one person, statements varied by ``aside_rate``) and, one in five, everyday
+    chatter.
 
     The validation split states the facts in phrasings and uses everyday sentences that training never
     contains, so its perplexity is a held-out figure, not a memorised one.
@@ -81,7 +83,7 @@ def pretrain_rows(world: World, docs_per_person: int) -> dict[str, list[dict]]:
     splits = {}
     for split, n in (("train", docs_per_person), ("validation", max(docs_per_person // 8, 1))):
         rng = rng_for(world.seed, "pretrain", split)
-        docs = [_document(world, person, rng, split) for person in world.people for _ in range(n)]
+        docs = [_document(world, person, rng, split, aside_rate) for person in world.people for _ in range(n)]
         docs += [_chatter(rng, split) for _ in range(len(docs) // 4)]
         rng.shuffle(docs)
         splits[split] = [{"text": doc} for doc in docs]
@@ -187,7 +189,7 @@ def _rows(kind: str, seed: int, knobs: tuple) -> dict[str, list[dict]]:
     options = dict(knobs)
     world = World.generate(seed, options["num_people"])
     if kind == "pretrain":
-        return pretrain_rows(world, options["docs_per_person"])
+        return pretrain_rows(world, options["docs_per_person"], options["aside_rate"])
     if kind == "facts":
         return facts_rows(world)
     if kind == "sft":
