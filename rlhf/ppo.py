@@ -29,7 +29,6 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from transformers import set_seed
 from trl import ModelConfig
 
 from rlhf import stages
@@ -100,7 +99,6 @@ def main(script_args: RLScriptArguments, training_args, model_args: ModelConfig)
         tokenizer, data = stages.load_inputs(
             run, script_args, training_args, model_args, "prompts", padding_side="left"
         )
-        set_seed(training_args.seed)
         models = load_rl_models(script_args, training_args, model_args, tokenizer)
         run.state.print(f"{algorithm}: {models.note}")
         trainer = build_trainer(script_args, training_args, model_args, tokenizer, data, models)

@@ -18,7 +18,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import trl
-from transformers import set_seed
 from trl import ModelConfig, get_peft_config
 
 from rlhf import stages
@@ -90,7 +89,6 @@ def main(script_args: RewardScriptArguments, training_args: RewardConfig, model_
             test, fit_test = fit_pairs(
                 tokenize_pairs(data["test"], tokenizer), training_args.max_length, "eval"
             )
-        set_seed(training_args.seed)  # the score head is initialised at random
         model = load_reward_model(
             model_args.model_name_or_path, dtype=model_args.dtype, gguf_file=script_args.gguf_file,
             trust_remote_code=training_args.trust_remote_code, revision=model_args.model_revision,

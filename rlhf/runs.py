@@ -265,8 +265,8 @@ def stage_run(stage: str, *configs: Any) -> Iterator[Run]:
     run = Run(stage, configs, state)
     if run.training_args is not None:
         run.training_args.push_to_hub = False
-        # TRL's trainers draw the LoRA weights before they seed: seed here, so a stage starts the same way
-        # alone or after other stages in one process (the quickstart)
+        # the one place stages seed: TRL's trainers draw LoRA weights (and the stages score heads) before
+        # they seed, and a stage must start the same alone or after others in one process (the quickstart)
         if getattr(run.training_args, "seed", None) is not None:
             set_seed(run.training_args.seed)
     try:
