@@ -31,6 +31,7 @@ from transformers import (
 )
 
 from rlhf.config import ConfigError
+from rlhf.gguf_cache import cached
 from rlhf.precision import bf16_supported
 
 logger = logging.getLogger(__name__)
@@ -118,18 +119,14 @@ def load_tokenizer(
         The tokenizer, with a pad token (the EOS token when it had none).
     """
     source, gguf_file = split_gguf(name_or_path, gguf_file)
-    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code, "revision": revision}
-    if gguf_file:
-        kwargs["gguf_file"] = gguf_file
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+        tokenizer = _auto_tokenizer(source, gguf_file, trust_remote_code=trust_remote_code, revision=revision)
     except (OSError, ValueError):
         base = _adapter_base(source)
         if base is None:
             raise
-        base, base_gguf = split_gguf(base, None)  # the base may itself be a GGUF file
-        extra = {"gguf_file": base_gguf} if base_gguf else {}
-        tokenizer = AutoTokenizer.from_pretrained(base, trust_remote_code=trust_remote_code, **extra)
+        # the base may itself be a GGUF file
+        tokenizer = _auto_tokenizer(*split_gguf(base, None), trust_remote_code=trust_remote_code)
     if chat_template_path:
         tokenizer.chat_template = read_chat_template(chat_template_path, trust_remote_code)
     if require_chat_template and not tokenizer.chat_template:
@@ -170,10 +167,15 @@ def _from_pretrained(
 ) -> PreTrainedModel:
     """Load from a directory, Hub id, GGUF file or adapter directory; ``origin`` is the name the user gave."""
     if gguf_file:
-        model = auto_cls.from_pretrained(source, gguf_file=gguf_file, **kwargs)
         # a `package:` name stays portable in saved configs and adapters; a path is recorded as the file itself
         name = origin if str(origin).startswith(PACKAGE_PREFIX) else str(Path(source) / gguf_file)
-        return dequantized_copy(model, auto_cls, name_or_path=name)
+        entry = _dequantised_entry(source, gguf_file, name, kwargs)
+        if entry is None:  # a Hub file, or the cache is off
+            model = auto_cls.from_pretrained(source, gguf_file=gguf_file, **kwargs)
+            return dequantized_copy(model, auto_cls, name_or_path=name)
+        model = auto_cls.from_pretrained(entry, **kwargs)
+        model.config._name_or_path = model.name_or_path = name
+        return model
     base = _adapter_base(source)
     if base is not None:  # an adapter directory: load its base (itself any source) and fold the adapter in
         from peft import PeftModel
@@ -181,6 +183,48 @@ def _from_pretrained(
         model = _from_pretrained(auto_cls, *split_gguf(base, None), origin=base, **kwargs)
         return PeftModel.from_pretrained(model, source).merge_and_unload()
     return auto_cls.from_pretrained(source, **kwargs)
+
+
+def _local_gguf(source: str, gguf_file: str | None) -> Path | None:
+    path = Path(source) / gguf_file if gguf_file else None
+    return path if path is not None and path.is_file() else None
+
+
+def _auto_tokenizer(source: str, gguf_file: str | None, **kwargs) -> PreTrainedTokenizerBase:
+    """``AutoTokenizer.from_pretrained``, reading a local GGUF file's tokenizer from the cache (`rlhf.gguf_cache`)."""
+    path = _local_gguf(source, gguf_file)
+    if path is not None:
+        entry = cached(
+            path,
+            "tokenizer",
+            lambda folder: AutoTokenizer.from_pretrained(
+                source, gguf_file=gguf_file, **kwargs
+            ).save_pretrained(folder),
+        )
+        if entry is not None:
+            return AutoTokenizer.from_pretrained(
+                entry, trust_remote_code=kwargs.get("trust_remote_code", False)
+            )
+    return AutoTokenizer.from_pretrained(source, **({"gguf_file": gguf_file} if gguf_file else {}), **kwargs)
+
+
+def _dequantised_entry(source: str, gguf_file: str, name: str, kwargs: dict) -> Path | None:
+    """The cached, dequantised causal LM of a local GGUF file (made on a miss), or None without the cache.
+
+    Every head (causal LM, or the sequence classifier of a reward or value model) then loads from the same
+    ordinary model directory, whether the entry was just made or found.
+    """
+    path = _local_gguf(source, gguf_file)
+    if path is None:
+        return None
+    dtype = kwargs.get("dtype", "auto")
+    remote = {"trust_remote_code": kwargs.get("trust_remote_code", False)}
+
+    def build(folder: Path) -> None:
+        model = AutoModelForCausalLM.from_pretrained(source, gguf_file=gguf_file, dtype=dtype, **remote)
+        dequantized_copy(model, AutoModelForCausalLM, name_or_path=name).save_pretrained(folder)
+
+    return cached(path, f"model-{str(dtype).removeprefix('torch.')}", build)
 
 
 def dequantized_copy(

@@ -263,6 +263,7 @@ def evaluate_pairs(model, tokenizer, test, script_args) -> tuple[list[dict], dic
         # every answer style of each held-out question, ranked by the model vs by the judge: unlike pairwise
         # accuracy this sees how the model orders answers the pairs never set against each other
         sets = answer_sets(script_args.dataset_test_split, script_args.task_seed, **script_args.task_kwargs())
+        sets = sets[: script_args.eval_pairs]  # the same budget: one answer set per held-out pair at most
         metrics["gold_rank_correlation"] = gold_rank_correlation(
             model, tokenizer, sets, script_args.eval_score_batch_size
         )

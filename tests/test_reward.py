@@ -193,6 +193,11 @@ def test_held_out_metrics_on_the_builtin_task_rank_every_answer_against_the_gold
     assert metrics["pairwise_accuracy"] == 1.0
     assert metrics["gold_answer_sets"] == 2 and metrics["gold_rank_correlation"] == pytest.approx(0.0)
     assert metrics["mean_margin"] == pytest.approx(1.0)
+    # `eval_pairs` caps the answer sets too (a short run must not score every held-out question's answers)
+    scores = iter([[2.0], [1.0], [3.0, 2.0, 1.0]])
+    args.eval_pairs = 1
+    _, metrics = preference_eval.evaluate_pairs(None, tokenizer, test, args)
+    assert metrics["gold_answer_sets"] == 1 and metrics["gold_rank_correlation"] == pytest.approx(1.0)
 
 
 @pytest.mark.slow
