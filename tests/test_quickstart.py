@@ -23,10 +23,11 @@ KNOWN_MISSES = {
 
 # The recipe's stages form a graph: the reward model needs SFT, PPO and DPO need the reward model, and the
 # moderation classifier needs none of them. The fixture runs it in phases, the stages of a phase side by side
-# (a process and a thread each; a phase of one gets up to 4 threads). Every stage seeds itself on entry, so
-# neither order nor neighbours change what it learns. Then `main` over the whole recipe finds every stage
-# finished and runs the pipeline step and the report exactly as `rlhf quickstart` does.
-PHASES = ([["tokenizer", "pretrain", "sft"]], [["reward"], ["moderation-train"]], [["ppo"], ["dpo"]])
+# (a process and a thread each; a phase of one gets up to 4 threads: the reward stage, the longest, runs
+# alone because at one thread it takes 1.75x as long). Every stage seeds itself on entry, so neither order nor
+# neighbours change what it learns. Then `main` over the whole recipe finds every stage finished and runs the
+# pipeline step and the report exactly as `rlhf quickstart` does.
+PHASES = ([["tokenizer", "pretrain", "sft"]], [["reward"]], [["ppo"], ["dpo"], ["moderation-train"]])
 RUN_STAGES = """
 import sys
 from rlhf.quickstart import QuickstartArguments, run_stage
