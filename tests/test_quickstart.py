@@ -1,12 +1,10 @@
 """`rlhf quickstart`: the README's main command (plus DPO), at full size, meets the targets the README states."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from rlhf.config import ConfigError
 from rlhf.quickstart import QuickstartArguments, format_report, main, stage_argv, target_met
@@ -21,44 +19,20 @@ KNOWN_MISSES = {
 }
 
 
-# The recipe's stages form a graph: the reward model needs SFT, PPO and DPO need the reward model, and the
-# moderation classifier needs none of them. The fixture runs it in phases, the stages of a phase side by side
-# (a process and a thread each; a phase of one gets up to 4 threads: the reward stage, the longest, runs
-# alone because at one thread it takes 1.75x as long). Every stage seeds itself on entry, so neither order nor
-# neighbours change what it learns. Then `main` over the whole recipe finds every stage finished and runs the
-# pipeline step and the report exactly as `rlhf quickstart` does.
-PHASES = ([["tokenizer", "pretrain", "sft"]], [["reward"]], [["ppo"], ["dpo"], ["moderation-train"]])
-RUN_STAGES = """
-import sys
-from rlhf.quickstart import QuickstartArguments, run_stage
-args = QuickstartArguments(output_dir=sys.argv[1], config_dir=sys.argv[2], stages=sys.argv[3:])
-for stage in args.stages:
-    run_stage(stage, args)
-"""
-
-
 @pytest.fixture(scope="module")
 def quickstart_run(tmp_path_factory):
-    """The full recipe as configured, with DPO (about 7 minutes on 2 idle CPU cores run one stage at a time)."""
+    """The full recipe as configured, with DPO (about 7 minutes on 2 idle CPU cores)."""
     root = tmp_path_factory.mktemp("quickstart")
-    run = root / "run"
-    for phase in PHASES:
-        threads = 1 if len(phase) > 1 else min(os.cpu_count() or 1, 4)  # a stage alone gets the cores
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-        logs = [root / f"{stages[0]}.log" for stages in phase]
-        procs = [
-            subprocess.Popen(
-                [sys.executable, "-c", RUN_STAGES, str(run), str(RECIPE), *stages],
-                env=env,
-                stdout=log.open("w"),
-                stderr=subprocess.STDOUT,
-            )
-            for stages, log in zip(phase, logs, strict=True)
-        ]
-        for proc, log in zip(procs, logs, strict=True):
-            assert proc.wait() == 0, log.read_text()[-3000:]
-    report = main(QuickstartArguments(output_dir=str(run), config_dir=str(RECIPE), with_dpo=True))
-    return run, report
+    threads = torch.get_num_threads()
+    # the suite's longest test keeps a second thread under pytest-xdist (one stage at 1 thread takes 1.75x)
+    torch.set_num_threads(max(threads, 2))
+    try:
+        report = main(
+            QuickstartArguments(output_dir=str(root / "run"), config_dir=str(RECIPE), with_dpo=True)
+        )
+    finally:
+        torch.set_num_threads(threads)
+    return root / "run", report
 
 
 @pytest.mark.slow
