@@ -27,8 +27,10 @@ Memory: model state PPO holds (unique weights of every network, plus gradient an
 trainable weight) over one policy's parameter bytes, shared and separate; and the peak resident memory
 (``VmHWM``) of the stage run as its own process (``python -m rlhf.ppo``, same episodes) over that of a process
 that imports the same modules, loads the policy and its tokenizer the way the stage does
-(``rlhf.models.load_causal_lm``, same dtype; ``load_tokenizer``) and reads every weight. ``rss_ratio`` is the shared base with TRL's default ``gradient_checkpointing: true``
-(``rss_ratio_no_checkpointing`` without it, as the speed rounds run). The last line is a JSON object.
+(``rlhf.models.load_causal_lm``, same dtype; ``load_tokenizer``) and reads every weight. ``rss_ratio`` is the
+shared base as the stage runs by default: TRL's ``gradient_checkpointing: true`` and freed memory handed back to
+the system every ``release_memory_s`` (``rss_ratio_no_release`` with ``release_memory_s: 0``,
+``rss_ratio_no_checkpointing`` without checkpointing, as the speed rounds run). The last line is a JSON object.
 """
 
 from __future__ import annotations
@@ -373,9 +375,14 @@ def main() -> None:
     if not bench.skip_memory:
         figures.update(
             process_peaks(
-                repo_config("rss-shared", True, gradient_checkpointing=True),
-                repo_config("rss-shared-nockpt", True),
-                repo_config("rss-separate", False),
+                {
+                    "shared": repo_config("rss-shared", True, gradient_checkpointing=True),
+                    "shared_no_release": repo_config(
+                        "rss-shared-norelease", True, gradient_checkpointing=True, release_memory_s=0
+                    ),
+                    "shared_no_checkpointing": repo_config("rss-shared-nockpt", True),
+                    "separate": repo_config("rss-separate", False),
+                },
                 base,
             )
         )
@@ -477,7 +484,7 @@ def model_state_bytes(trainer) -> dict[str, int]:
     return state
 
 
-def process_peaks(shared_config, shared_no_checkpointing_config, separate_config, policy_dir) -> dict:
+def process_peaks(configs: dict, policy_dir) -> dict:
     """Peak resident memory (MB) of the stage as its own process and of a process holding one policy."""
 
     def peak(*args: str) -> tuple[float, str]:
@@ -494,17 +501,14 @@ def process_peaks(shared_config, shared_no_checkpointing_config, separate_config
     one, held = peak("policy", str(policy_dir), POLICY_DTYPE)
     print(f"memory: imports only {imports:.0f} MB; one policy {one:.0f} MB ({held})", flush=True)
     runs = {}
-    for name, config in (
-        ("shared", shared_config),
-        ("shared_no_checkpointing", shared_no_checkpointing_config),
-        ("separate", separate_config),
-    ):
+    for name, config in configs.items():
         runs[name], held = peak("ppo", str(config))
         print(
             f"memory: stage, {name}: peak {runs[name]:.0f} MB = {runs[name] / one:.2f} one-policy processes ({held})"
         )
     return {
         "rss_ratio": round(runs["shared"] / one, 3),
+        "rss_ratio_no_release": round(runs["shared_no_release"] / one, 3),
         "rss_ratio_no_checkpointing": round(runs["shared_no_checkpointing"] / one, 3),
         "rss_ratio_separate": round(runs["separate"] / one, 3),
         "rss_ratio_above_imports": round((runs["shared"] - imports) / (one - imports), 3),

@@ -153,8 +153,9 @@ def test_ppo_bench_ends_with_every_figure_the_issue_asks_for(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     figures = json.loads(result.stdout.strip().splitlines()[-1])
     for key in (
-        "ratio", "ratio_iqr", "memory_ratio", "memory_ratio_separate", "rss_ratio", "generation_share",
-        "generation_vs_raw", "generation_vs_raw_iqr", "shared_vs_separate", "shared_vs_separate_iqr",
+        "ratio", "ratio_iqr", "memory_ratio", "memory_ratio_separate", "rss_ratio", "rss_ratio_no_release",
+        "generation_share", "generation_vs_raw", "generation_vs_raw_iqr", "shared_vs_separate",
+        "shared_vs_separate_iqr",
     ):  # fmt: skip
         assert isinstance(figures[key], float), key
     # the same precision on every side, and the shared base holds less than separate models
