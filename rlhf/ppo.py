@@ -33,6 +33,7 @@ from trl import ModelConfig
 
 from rlhf import stages
 from rlhf.config import ConfigError, load_yaml_config, run_cli
+from rlhf.host_memory import RL_RELEASE_MEMORY_S
 from rlhf.models import save_merged
 from rlhf.policy_eval import PolicyEvalArguments, compare_policies, sft_reference, write_comparison
 from rlhf.reporting import plot_curves
@@ -67,8 +68,15 @@ class RLScriptArguments(PolicyEvalArguments, stages.StageArguments):
         share_base (`bool`, *optional*, defaults to `True`):
             One frozen base for policy, reference, value and reward (LoRA adapters) where that applies, else
             separate models; the log says which and why (`rlhf.shared_base`).
+        release_memory_s (`float`, *optional*, defaults to `0.5`):
+            As in `rlhf.stages.StageArguments`, on by default here: PPO's peak memory on a CPU is mostly freed
+            memory the C allocator keeps (`rlhf.host_memory`).
     """
 
+    release_memory_s: float = field(
+        default=RL_RELEASE_MEMORY_S,
+        metadata={"help": "Seconds between handing freed host memory back to the system (0: never)."},
+    )
     algorithm: str = field(
         default="ppo", metadata={"help": "ppo, rloo or grpo.", "choices": list(ALGORITHMS)}
     )

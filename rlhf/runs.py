@@ -31,7 +31,7 @@ from typing import Any
 import yaml
 
 from rlhf.config import ConfigError, config_to_dict
-from rlhf.host_memory import RELEASE_MEMORY_S, releasing_freed_memory
+from rlhf.host_memory import releasing_freed_memory
 
 logger = logging.getLogger(__name__)
 
@@ -255,7 +255,7 @@ def stage_run(stage: str, *configs: Any) -> Iterator[Run]:
     On entering: refuses a finished run (every process, so all of them stop) and takes ``push_to_hub`` away
     from the trainer, which would create the repository when it is built and push on every save, each time
     with its own card. While the body runs, a thread hands the host memory it frees back to the system every
-    ``release_memory_s`` seconds (`rlhf.host_memory`; stages without the field use the default). On leaving:
+    ``release_memory_s`` seconds (`rlhf.host_memory`; where set: the RL stage's default). On leaving:
     gives ``push_to_hub`` back, waits for every process (after success) and
     resets accelerate's process-wide state.
     """
@@ -266,7 +266,7 @@ def stage_run(stage: str, *configs: Any) -> Iterator[Run]:
     # as an Accelerator would start it: `accelerate launch` of CPU processes says so only in the environment
     state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
     run = Run(stage, configs, state)
-    release_s = _setting(configs, "release_memory_s", RELEASE_MEMORY_S)
+    release_s = _setting(configs, "release_memory_s", 0.0)
     if release_s is None or release_s < 0:
         raise ConfigError(f"release_memory_s: expected 0 (never) or a number of seconds, got {release_s}")
     if run.training_args is not None:

@@ -12,7 +12,6 @@ from typing import Any
 
 from rlhf.config import ConfigError
 from rlhf.datasets import DatasetArguments
-from rlhf.host_memory import RELEASE_MEMORY_S
 from rlhf.models import auto_precision, count_parameters, load_causal_lm, load_tokenizer
 from rlhf.runs import reset_accelerate_state  # noqa: F401  (imported from here by tests and notebooks)
 
@@ -34,10 +33,10 @@ class StageArguments(DatasetArguments):
             Also save the model with the adapter merged in `output_dir/merged` (what the next stages load).
         overwrite_output_dir (`bool`, *optional*, defaults to `False`):
             Replace a finished run in `output_dir`.
-        release_memory_s (`float`, *optional*, defaults to `0.5`):
+        release_memory_s (`float`, *optional*, defaults to `0`):
             Every this many seconds while the stage runs, hand the memory the C allocator holds free back to the
-            system (`rlhf.host_memory`; glibc only; `0`: never). On a CPU it lowers the peak resident memory of
-            PPO by about a third for a few percent of the time.
+            system (`rlhf.host_memory`; glibc only; `0`: never; the RL stage's default is `0.5`). On a CPU it
+            lowers the peak resident memory of PPO by about a third for about 5% of its time.
     """
 
     tokenizer_name_or_path: str | None = field(
@@ -52,7 +51,7 @@ class StageArguments(DatasetArguments):
         default=False, metadata={"help": "Replace a finished run in output_dir."}
     )
     release_memory_s: float = field(
-        default=RELEASE_MEMORY_S,
+        default=0.0,
         metadata={"help": "Seconds between handing freed host memory back to the system (0: never)."},
     )
 

@@ -79,8 +79,10 @@ def test_stage_run_releases_memory_while_its_body_runs_and_stops_after(tmp_path)
     assert release_threads() == []
 
 
-def test_every_fine_tuning_stage_has_the_setting():
+def test_every_fine_tuning_stage_has_the_setting_and_the_rl_stage_turns_it_on():
+    from rlhf.ppo import RLScriptArguments
     from rlhf.stages import StageArguments
 
     assert StageArguments(release_memory_s=2).release_memory_s == 2
-    assert StageArguments().release_memory_s == 0.5
+    assert StageArguments().release_memory_s == 0  # off, except in the RL stage
+    assert RLScriptArguments().release_memory_s == 0.5
