@@ -28,18 +28,3 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     import torch
 
     torch.set_num_threads(1)
-
-# The modules that take minutes run first. Under `--dist loadscope` (the README's command) pytest-xdist hands
-# out whole modules, by default the ones with the most tests first; the full quickstart recipe, the suite's
-# critical path, has only six, so it started after most of the suite and the other worker then sat idle.
-FIRST = ("test_quickstart.py", "test_smollm2.py", "test_model_sources.py", "test_bench.py")
-
-
-def pytest_configure(config):
-    if hasattr(config.option, "loadscopereorder"):
-        config.option.loadscopereorder = False  # keep the order below
-
-
-def pytest_collection_modifyitems(config, items):
-    rank = {name: i for i, name in enumerate(FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(FIRST)))  # stable: the rest keep their order
