@@ -23,9 +23,8 @@ from collections.abc import Callable, Iterator
 logger = logging.getLogger(__name__)
 
 THREAD_NAME = "rlhf-release-memory"
-RL_RELEASE_MEMORY_S = (
-    0.5  # the RL stage's default: measured on PPO, a third less peak memory for ~5% of its time
-)
+# the RL stage's default: measured on PPO, a third less peak memory for ~5% of its time
+RL_RELEASE_MEMORY_S = 0.5
 
 
 def malloc_trim() -> Callable[[int], int] | None:

@@ -73,9 +73,8 @@ def save_checkpoint(
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
     accelerator.wait_for_everyone()
-    tmp.mkdir(
-        parents=True, exist_ok=True
-    )  # every process writes its RNG state there, the main one may come last
+    # every process writes its RNG state there, and the main one may come last
+    tmp.mkdir(parents=True, exist_ok=True)
     accelerator.save_state(str(tmp))  # model, optimizer, registered scheduler, every process's RNG
     if accelerator.is_main_process:
         state.save(tmp / STATE_FILE)
