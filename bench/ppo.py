@@ -1,6 +1,6 @@
 """Benchmark: this repo's PPO stage (shared base and separate models) vs a plain TRL PPO script, same precision.
 
-    python bench/ppo.py [--model quickstart|smollm2] [--episodes 32] [--min_rounds 3] [--max_rounds 6]
+    python bench/ppo.py [--model quickstart|smollm2] [--episodes 32] [--min_rounds 3] [--max_rounds 6] [--fp32]
 
 Three sides, same policy, reward model, prompts, batch and precision, in rounds (order reversed every other
 round, so each pair of sides alternates which goes first):
@@ -157,6 +157,9 @@ def main() -> None:
     parser.add_argument("--batch_size", type=int, default=8, help="rollouts per PPO update")
     parser.add_argument("--response_length", type=int, default=24, help="tokens generated per answer")
     parser.add_argument("--skip_memory", action="store_true", help="do not run the memory processes")
+    parser.add_argument(
+        "--fp32", action="store_true", help="every side in fp32, also where the stage would pick bf16"
+    )
     bench = parser.parse_args()
 
     import torch
@@ -189,7 +192,7 @@ def main() -> None:
     lora = {"r": 32, "lora_alpha": 64} if bench.model == "quickstart" else {"r": 16, "lora_alpha": 32}
     base = build_models(root, bench.model, lora)
     data = write_builtin("prompts", root / "data", n_train=max(bench.episodes, 64), n_test=16)
-    bf16 = bf16_supported()  # what the stage decides when bf16 is left unset
+    bf16 = bf16_supported() and not bench.fp32  # what the stage decides when bf16 is left unset
     use_cpu = bf16 and not torch.cuda.is_available()
     training = {
         "total_episodes": bench.episodes,
