@@ -58,7 +58,8 @@ def model_state_bytes(trainer) -> dict[str, int]:
 
 
 def process_peaks(configs: dict, policy_dir) -> dict:
-    """Peak resident memory (MB) of the stage as its own process and of a process holding one policy."""
+    """Peak resident memory (MB) of the stage run with each of ``configs`` as its own process, and each over that
+    of a process holding one policy (``rss_ratio`` for the config named ``shared``)."""
 
     def peak(*args: str) -> tuple[float, str]:
         done = subprocess.run([sys.executable, "-c", PEAK_RSS, *args], capture_output=True, text=True)
@@ -79,11 +80,12 @@ def process_peaks(configs: dict, policy_dir) -> dict:
         print(
             f"memory: stage, {name}: peak {runs[name]:.0f} MB = {runs[name] / one:.2f} one-policy processes ({held})"
         )
+    ratios = {  # shared -> rss_ratio, shared_no_release -> rss_ratio_no_release, separate -> rss_ratio_separate
+        "rss_ratio" if name == "shared" else f"rss_ratio_{name.removeprefix('shared_')}": round(mb / one, 3)
+        for name, mb in runs.items()
+    }
     return {
-        "rss_ratio": round(runs["shared"] / one, 3),
-        "rss_ratio_no_release": round(runs["shared_no_release"] / one, 3),
-        "rss_ratio_no_checkpointing": round(runs["shared_no_checkpointing"] / one, 3),
-        "rss_ratio_separate": round(runs["separate"] / one, 3),
+        **ratios,
         "rss_ratio_above_imports": round((runs["shared"] - imports) / (one - imports), 3),
         "ppo_stage_peak_rss_mb": {name: round(mb, 1) for name, mb in runs.items()},
         "one_policy_process_peak_rss_mb": round(one, 1),

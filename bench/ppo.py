@@ -24,9 +24,9 @@ rollout is generated a second time by a raw ``model.generate`` on the same model
 untimed by the rate, for ``generation_vs_raw``.
 
 Memory (``bench/_ppo_memory.py``): model state PPO holds (unique weights of every network, plus gradient and
-two Adam moments per trainable weight) over one policy's parameter bytes, shared and separate; and the peak resident memory
-(``VmHWM``) of the stage run as its own process (``python -m rlhf.ppo``, same episodes) over that of a process
-that imports the same modules, loads the policy and its tokenizer the way the stage does
+two Adam moments per trainable weight) over one policy's parameter bytes, shared and separate; and the peak
+resident memory (``VmHWM``) of the stage run as its own process (``python -m rlhf.ppo``, same episodes) over that
+of a process that imports the same modules, loads the policy and its tokenizer the way the stage does
 (``rlhf.models.load_causal_lm``, same dtype; ``load_tokenizer``) and reads every weight. ``rss_ratio`` is the
 shared base as the stage runs by default: TRL's ``gradient_checkpointing: true`` and freed memory handed back to
 the system every ``release_memory_s`` (``rss_ratio_no_release`` with ``release_memory_s: 0``,
