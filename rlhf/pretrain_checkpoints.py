@@ -76,6 +76,8 @@ def save_checkpoint(
     # every process writes its RNG state there, and the main one may come last
     tmp.mkdir(parents=True, exist_ok=True)
     accelerator.save_state(str(tmp))  # model, optimizer, registered scheduler, every process's RNG
+    # save_state has no barrier: renaming before the others are done would leave their RNG state behind
+    accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         state.save(tmp / STATE_FILE)
         shutil.rmtree(final, ignore_errors=True)

@@ -223,6 +223,7 @@ def test_two_cpu_processes_under_accelerate_launch(tmp_path):
         "random_states_0.pkl",
         "random_states_1.pkl",
     ]
+    assert not list(ddp.glob("checkpoint-*.tmp"))  # no process wrote after the rename
     # gradients were all-reduced: the same global batch on one process gives the same model
     single = main(PretrainArguments(**{**TINY, "max_steps": 30, "output_dir": str(tmp_path / "single")}))
     assert metrics["eval_loss"] == pytest.approx(single["eval_loss"], rel=1e-4)
